@@ -1,0 +1,15 @@
+"""Frozen vision backbones behind one small interface (hidden states the adapter asks for).
+
+- ``hf_layers``: facts about transformers vision models (block list, prefix tokens, effective depth
+  for a LLaVA feature layer) shared by the VLM and the dense heads.
+- ``base.FrozenBackbone``: the interface (``num_layers``, ``channels``, ``patch_size``,
+  ``num_prefix_tokens``, ``blocks``, ``norm``; ``forward(pixels) -> BackboneOutput`` with ``h[0..L]``
+  and the patch grid), with padding to a patch multiple and ``no_grad`` eval-mode execution.
+- ``hf.HFBackbone``: DINOv2 (any size, with or without registers) and CLIP from transformers.
+- ``open_clip.OpenClipBackbone``: open_clip vision towers.
+- ``configs``: embedded architecture configs (nothing downloaded).
+"""
+
+from llava_vitsplit.backbones.base import BackboneOutput, FrozenBackbone
+
+__all__ = ["BackboneOutput", "FrozenBackbone"]

@@ -1,0 +1,45 @@
+"""``llava-vitsplit`` console command: one sub-command per module, imported lazily.
+
+Each entry maps a sub-command to ``module:function``; the function takes the remaining argv list and
+returns an exit code. Add a line here to add a sub-command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "params": ("llava_vitsplit.params", "Trainable/frozen parameter counts of a preset"),
+    "assets": (
+        "llava_vitsplit.assets.cli",
+        "Recover the quickstart's DINOv2-S and SmolLM2 into playground/models",
+    ),
+    "chat": ("llava_vitsplit.serve.chat", "Multi-turn terminal chat about an image (streaming)"),
+    "demo": ("llava_vitsplit.serve.demo", "Gradio web demo (127.0.0.1 unless --public)"),
+    "answer": (
+        "llava_vitsplit.serve.answer",
+        "Batch inference on LLaVA question JSONL (shardable, resumable)",
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: llava-vitsplit COMMAND [ARGS...]\n\ncommands:")
+        for name, (_, help_text) in sorted(COMMANDS.items()):
+            print(f"  {name:<16} {help_text}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(
+            f"llava-vitsplit: unknown command {name!r}; valid: {', '.join(sorted(COMMANDS))}", file=sys.stderr
+        )
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

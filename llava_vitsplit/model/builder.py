@@ -1,0 +1,155 @@
+"""Assemble a LLaVA-ViT-Split model (and its processor) from separately pretrained parts.
+
+``build_model(vision_tower, language_model, ...)`` loads a CLIP / SigLIP / DINOv2 vision model and a
+causal LM (hub ids or local folders), adds the ``<image>`` token to the tokenizer, builds the connector
+with a seeded init (identical on every rank), and copies the task head's weights from the tower's last
+``K_t`` effective blocks *after* initialisation (transformers re-initialises custom submodules in
+``post_init``, so copying earlier would be overwritten).
+
+The combined model is first built on the meta device; the loaded tower and LM modules are then put in
+place, so a 7B build needs no second copy of the LLM in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPVisionModel,
+    SiglipVisionModel,
+)
+
+from llava_vitsplit.adapter import AdapterConfig
+from llava_vitsplit.backbones.hf_layers import effective_depth, num_prefix_tokens, truncate_layers
+from llava_vitsplit.model.configuration import LlavaViTSplitConfig
+from llava_vitsplit.model.modeling import LlavaViTSplitForConditionalGeneration
+from llava_vitsplit.model.processing import LlavaViTSplitProcessor
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+_VISION_CLASSES = {
+    "clip": CLIPVisionModel,
+    "clip_vision_model": CLIPVisionModel,
+    "siglip": SiglipVisionModel,
+    "siglip_vision_model": SiglipVisionModel,
+}
+
+
+@dataclass(frozen=True)
+class ImageTokenLayout:
+    """How the processor counts image tokens so that it matches the connector's output length."""
+
+    num_additional_image_tokens: int
+    vision_feature_select_strategy: str
+
+
+def image_token_layout(config: LlavaViTSplitConfig) -> ImageTokenLayout:
+    """ViT-Split emits exactly ``h*w`` tokens; the MLP emits ``h*w`` (+ prefix tokens with ``full``)."""
+    prefix = num_prefix_tokens(config.vision_config)
+    if config.connector_type == "vitsplit":
+        return ImageTokenLayout(0, "full")
+    if config.vision_feature_select_strategy == "full":
+        return ImageTokenLayout(prefix, "full")
+    return ImageTokenLayout(
+        1, "default"
+    )  # LlavaProcessor subtracts one; the connector drops all prefix tokens
+
+
+def load_vision_model(name_or_path: str, torch_dtype: torch.dtype = torch.float32):
+    """The vision half of a checkpoint: CLIP/SigLIP vision models from full dual-encoder repos, else AutoModel."""
+    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    cls = _VISION_CLASSES.get(model_type, AutoModel)
+    return cls.from_pretrained(name_or_path, dtype=torch_dtype)
+
+
+def ensure_image_token(tokenizer) -> int:
+    """Add ``<image>`` as a special token (and a pad token if missing); return the image token id."""
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+def make_processor(config: LlavaViTSplitConfig, image_processor, tokenizer, image_aspect_ratio: str = "pad"):
+    layout = image_token_layout(config)
+    return LlavaViTSplitProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=layout.vision_feature_select_strategy,
+        num_additional_image_tokens=layout.num_additional_image_tokens,
+        image_token=IMAGE_TOKEN,
+        image_aspect_ratio=image_aspect_ratio,
+    )
+
+
+def build_model(
+    vision_tower: str,
+    language_model: str,
+    *,
+    connector_type: str = "vitsplit",
+    adapter: AdapterConfig | dict | None = None,
+    fusion_output: str = "llm",
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str = "default",
+    image_aspect_ratio: str = "pad",
+    torch_dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> tuple[LlavaViTSplitForConditionalGeneration, LlavaViTSplitProcessor]:
+    """Build the full model and processor from pretrained parts (see the module docstring)."""
+    vision = load_vision_model(vision_tower, torch_dtype)
+    lm = AutoModelForCausalLM.from_pretrained(
+        language_model, dtype=torch_dtype, attn_implementation=attn_implementation
+    )
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    image_token_id = ensure_image_token(tokenizer)
+    if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(len(tokenizer))
+    image_processor = AutoImageProcessor.from_pretrained(vision_tower)
+
+    adapter_dict = AdapterConfig.from_dict(adapter).to_dict() if connector_type == "vitsplit" else None
+    config = LlavaViTSplitConfig(
+        vision_config=vision.config.to_dict(),
+        text_config=lm.config.to_dict(),
+        image_token_index=image_token_id,
+        connector_type=connector_type,
+        adapter=adapter_dict,
+        fusion_output=fusion_output,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)),
+    )
+    config.text_config._attn_implementation = attn_implementation
+    config.vision_config._attn_implementation = attn_implementation
+
+    with torch.device("meta"):
+        model = LlavaViTSplitForConditionalGeneration(config)
+    truncate_layers(vision, effective_depth(config.vision_config.num_hidden_layers, vision_feature_layer))
+    vision.requires_grad_(False)
+    model.model.vision_tower = vision
+    model.model.language_model = lm.model
+    model.lm_head = lm.lm_head
+
+    connector = model.model.multi_modal_projector
+    connector.to_empty(device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in connector.modules():
+            model._init_weights(module)
+    model.copy_task_head_from_tower()
+    model.to(torch_dtype)
+
+    processor = make_processor(config, image_processor, tokenizer, image_aspect_ratio)
+    grid = config.vision_config.image_size // config.vision_config.patch_size
+    model.config.image_seq_length = grid * grid
+    return model, processor

@@ -1,0 +1,146 @@
+"""LLaVA with a ViT-Split connector, built on transformers' own Llava classes.
+
+What is inherited unchanged from ``LlavaModel`` / ``LlavaForConditionalGeneration``: the image-token
+merge (``get_placeholder_mask`` raises when the number of ``<image>`` tokens does not match the image
+features), the language model call, ``generate`` and its cache handling, the loss on ``labels``.
+
+What changes: ``get_image_features``. The vision tower is frozen (``requires_grad=False``), truncated to
+its effective depth ``E`` (LLaVA's feature layer -2 on a 24-block CLIP-L keeps 23 blocks: the last block is
+never run, stored or loaded) and run under ``torch.no_grad()`` so none of its activations enter the
+autograd graph. The connector (``multi_modal_projector``: ViT-Split heads or the LLaVA MLP) maps the hidden
+states ``h[0..E]`` to ``[B, h*w, D_llm]`` image tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import AutoModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.llava.modeling_llava import (
+    LlavaForConditionalGeneration,
+    LlavaModel,
+    LlavaPreTrainedModel,
+)
+
+from llava_vitsplit.adapter import DeformableConv3x3, SparseLayerGate
+from llava_vitsplit.backbones.hf_layers import effective_depth, encoder_layers, truncate_layers
+from llava_vitsplit.model.configuration import LlavaViTSplitConfig
+from llava_vitsplit.model.connector import ViTSplitConnector, build_connector
+
+
+def _init_conv_like_torch(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """PyTorch's default conv init (kaiming-uniform, a=sqrt(5)), through transformers' init guards."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in = weight[0].numel()
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
+
+
+class LlavaViTSplitPreTrainedModel(LlavaPreTrainedModel):
+    config_class = LlavaViTSplitConfig
+    config: LlavaViTSplitConfig
+    _no_split_modules = ["LlamaDecoderLayer", "CLIPEncoderLayer", "SiglipEncoderLayer", "Dinov2Layer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The adapter's convs keep PyTorch's default init (as the released code); deformable offsets start
+        # at zero so DCN begins as a plain conv; the gate starts near uniform.
+        if isinstance(module, DeformableConv3x3):
+            _init_conv_like_torch(module.weight, None)
+            init.zeros_(module.offset.weight)
+            init.zeros_(module.offset.bias)
+        elif isinstance(module, SparseLayerGate):
+            init.normal_(module.scores, std=0.02)
+        elif isinstance(module, nn.Conv2d):  # only the connector's convs: the tower inits its own
+            _init_conv_like_torch(module.weight, module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class LlavaViTSplitModel(LlavaViTSplitPreTrainedModel, LlavaModel):
+    """Vision tower (frozen, truncated) + connector + language model, without the LM head."""
+
+    def __init__(self, config: LlavaViTSplitConfig):
+        LlavaViTSplitPreTrainedModel.__init__(self, config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.vision_depth = effective_depth(
+            config.vision_config.num_hidden_layers, config.vision_feature_layer
+        )
+        truncate_layers(self.vision_tower, self.vision_depth)
+        self.vision_tower.requires_grad_(False)
+        self.multi_modal_projector = build_connector(
+            config, encoder_layers(self.vision_tower), self.vision_depth
+        )
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    @property
+    def connector(self) -> nn.Module:
+        return self.multi_modal_projector
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vision_tower.eval()  # frozen: no dropout, fixed norms, whatever the model's mode
+        return self
+
+    def vision_hidden_states(
+        self, pixel_values: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[int, int]]:
+        """Frozen tower states ``h[0..E]`` (each ``[B, P + h*w, C]``) and the patch grid ``(h, w)``."""
+        patch = self.config.vision_config.patch_size
+        grid_hw = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        tower_dtype = next(self.vision_tower.parameters()).dtype
+        with torch.no_grad():
+            out = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True)
+        return tuple(out.hidden_states), grid_hw
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """Image tokens for the LLM: ``pooler_output`` is a list of ``[h*w, D_llm]`` tensors, one per image."""
+        if vision_feature_layer not in (None, self.config.vision_feature_layer):
+            raise ValueError(
+                f"this model's tower is truncated at vision_feature_layer={self.config.vision_feature_layer}; "
+                f"got vision_feature_layer={vision_feature_layer}"
+            )
+        hidden_states, grid_hw = self.vision_hidden_states(pixel_values)
+        connector_dtype = next(self.multi_modal_projector.parameters()).dtype
+        hidden_states = tuple(h.to(connector_dtype) for h in hidden_states)
+        image_features = self.multi_modal_projector.forward_hidden_states(hidden_states, grid_hw)  # [B, N, D]
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states[-1],
+            hidden_states=hidden_states,
+            pooler_output=list(image_features),
+        )
+
+
+class LlavaViTSplitForConditionalGeneration(LlavaViTSplitPreTrainedModel, LlavaForConditionalGeneration):
+    """The full model with LM head; use it through ``AutoModelForImageTextToText``."""
+
+    def __init__(self, config: LlavaViTSplitConfig):
+        LlavaViTSplitPreTrainedModel.__init__(self, config)
+        self.model = LlavaViTSplitModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    @property
+    def connector(self) -> nn.Module:
+        return self.model.multi_modal_projector
+
+    @torch.no_grad()
+    def copy_task_head_from_tower(self) -> None:
+        """Initialise the task head from the tower's last ``K_t`` blocks (after any weight init)."""
+        connector = self.connector
+        if not isinstance(connector, ViTSplitConnector):
+            return
+        blocks = encoder_layers(self.model.vision_tower)
+        k_t = connector.adapter.config.num_task_layers
+        connector.adapter.task_head.load_from_blocks(list(blocks)[-k_t:])

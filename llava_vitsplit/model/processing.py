@@ -1,0 +1,80 @@
+"""``LlavaViTSplitProcessor``: transformers' ``LlavaProcessor`` plus LLaVA's ``pad`` aspect-ratio mode.
+
+``image_aspect_ratio="pad"`` pads every image to a square with the image processor's mean colour before
+the usual resize/crop (LLaVA-1.5's ``expand2square``), so nothing is cropped away; ``"resize"`` leaves
+the image to the image processor. Each ``<image>`` in the text becomes ``h*w`` image tokens (plus the
+prefix tokens when the feature strategy is ``full``), matching the connector's output length.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+from transformers import LlavaProcessor
+
+from llava_vitsplit.model.chat_templates import VICUNA_V1_CHAT_TEMPLATE
+
+IMAGE_ASPECT_RATIOS = ("pad", "resize")
+
+
+def pad_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
+    """Centre ``image`` on a square canvas of colour ``fill`` (side = the longer edge)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill if image.mode == "RGB" else fill[0])
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+class LlavaViTSplitProcessor(LlavaProcessor):
+    """``LlavaProcessor`` with ``image_aspect_ratio`` (``pad`` | ``resize``)."""
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        patch_size=None,
+        vision_feature_select_strategy=None,
+        chat_template=None,
+        image_token="<image>",
+        num_additional_image_tokens=0,
+        image_aspect_ratio="pad",
+        **kwargs,
+    ):
+        if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(
+                f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {image_aspect_ratio!r}"
+            )
+        self.image_aspect_ratio = image_aspect_ratio
+        if chat_template is None and getattr(tokenizer, "chat_template", None) is None:
+            chat_template = VICUNA_V1_CHAT_TEMPLATE
+        super().__init__(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=patch_size,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            chat_template=chat_template,
+            image_token=image_token,
+            num_additional_image_tokens=num_additional_image_tokens,
+            **kwargs,
+        )
+
+    @property
+    def pad_fill(self) -> tuple[int, int, int]:
+        mean = getattr(self.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
+        return tuple(int(round(m * 255)) for m in mean)
+
+    def prepare_images(self, images):
+        """Convert to RGB and, in ``pad`` mode, pad to square; accepts one image or a (nested) list."""
+        if images is None:
+            return None
+        if isinstance(images, list | tuple):
+            return [self.prepare_images(im) for im in images]
+        if isinstance(images, Image.Image):
+            image = images.convert("RGB")
+            return pad_to_square(image, self.pad_fill) if self.image_aspect_ratio == "pad" else image
+        return images  # arrays/tensors are passed through unchanged
+
+    def __call__(self, images=None, text=None, **kwargs):
+        return super().__call__(images=self.prepare_images(images), text=text, **kwargs)

@@ -1,0 +1,86 @@
+"""Named VLM presets, shipped as JSON data beside this module.
+
+Each ``<name>.json`` names its parts (hub ids for a real build), embeds the vision and text configs by
+reference to ``configs/<config>.json`` (the real CLIP-L/336 and Vicuna v1.5 configs, so nothing is
+downloaded to describe a model), the connector settings, and the per-stage training defaults.
+``get_preset(name)`` raises a ``KeyError`` listing the valid names for an unknown one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+PRESET_DIR = Path(__file__).parent
+CONFIG_DIR = PRESET_DIR / "configs"
+
+
+@dataclass(frozen=True)
+class VLMPreset:
+    name: str
+    description: str
+    vision_tower: str
+    language_model: str
+    vision_config: dict[str, Any]
+    text_config: dict[str, Any]
+    connector_type: str
+    adapter: dict[str, Any] | None
+    fusion_output: str
+    vision_feature_layer: int
+    vision_feature_select_strategy: str
+    image_aspect_ratio: str
+    train: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def model_config(self, image_token_index: int | None = None):
+        """The ``LlavaViTSplitConfig`` this preset builds; the ``<image>`` token is appended to the vocab."""
+        from llava_vitsplit.model.configuration import LlavaViTSplitConfig
+
+        text_config = dict(self.text_config)
+        if image_token_index is None:
+            image_token_index = text_config["vocab_size"]
+            text_config["vocab_size"] += 1
+        return LlavaViTSplitConfig(
+            vision_config=dict(self.vision_config),
+            text_config=text_config,
+            image_token_index=image_token_index,
+            connector_type=self.connector_type,
+            adapter=self.adapter,
+            fusion_output=self.fusion_output,
+            vision_feature_layer=self.vision_feature_layer,
+            vision_feature_select_strategy=self.vision_feature_select_strategy,
+            tie_word_embeddings=bool(text_config.get("tie_word_embeddings", False)),
+        )
+
+
+def _load_config(ref: str | dict) -> dict[str, Any]:
+    if isinstance(ref, dict):
+        return ref
+    path = CONFIG_DIR / f"{ref}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"preset config {ref!r} not found at {path}")
+    return json.loads(path.read_text())
+
+
+@cache
+def vlm_presets() -> dict[str, VLMPreset]:
+    """All VLM presets by name, read from the JSON files beside this module."""
+    presets = {}
+    for path in sorted(PRESET_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        try:
+            data["vision_config"] = _load_config(data["vision_config"])
+            data["text_config"] = _load_config(data["text_config"])
+            presets[path.stem] = VLMPreset(name=path.stem, **data)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed preset file {path}: {exc}") from exc
+    return presets
+
+
+def get_preset(name: str) -> VLMPreset:
+    presets = vlm_presets()
+    if name not in presets:
+        raise KeyError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(presets))}")
+    return presets[name]

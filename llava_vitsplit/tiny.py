@@ -1,0 +1,165 @@
+"""Tiny random models for tests, CI and smoke runs: real architectures, toy sizes, no downloads.
+
+- ``make_bpe_tokenizer()``: a byte-level BPE tokenizer trained offline on a small built-in corpus
+  (Llama-style special tokens ``<s> </s> <unk>`` plus ``<pad>``).
+- ``save_tiny_vision_tower(dir, kind)``: a CLIP / SigLIP / DINOv2 vision model (56 px, patch 14, 4 blocks,
+  width 32) with its image processor.
+- ``save_tiny_language_model(dir, tokenizer)``: a 2-layer Llama (width 32) with the tokenizer.
+- ``build_tiny_checkpoint(dir, ...)``: both assembled with ``build_model`` and saved as one
+  ``llava_vitsplit`` checkpoint (model + processor) loadable by ``AutoModelForImageTextToText``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    BitImageProcessor,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    SiglipImageProcessor,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+
+TINY_IMAGE_SIZE = 56
+TINY_PATCH = 14
+TINY_WIDTH = 32
+TINY_CORPUS = [
+    "A chat between a curious human and an artificial intelligence assistant.",
+    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+    "USER: What colour is the shape? ASSISTANT: The shape is red.",
+    "What shape is in the image? A blue circle on a white background.",
+    "Is there a triangle? Yes. Is there a square? No. Answer the question using a single word or phrase.",
+    "green yellow purple orange gray brown black white teal red blue circle square triangle rectangle",
+    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9",
+]
+
+
+def make_bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on ``TINY_CORPUS`` (deterministic), wrapped as a fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TINY_CORPUS * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+
+
+def tiny_vision_config(kind: str = "clip", num_layers: int = 4):
+    common = dict(
+        hidden_size=TINY_WIDTH,
+        intermediate_size=2 * TINY_WIDTH,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=TINY_PATCH,
+    )
+    if kind == "clip":
+        return CLIPVisionConfig(**common, projection_dim=TINY_WIDTH)
+    if kind == "siglip":
+        return SiglipVisionConfig(**common)
+    if kind == "dinov2":
+        return Dinov2Config(**{k: v for k, v in common.items() if k != "intermediate_size"}, mlp_ratio=2)
+    raise ValueError(f"tiny vision kind must be 'clip', 'siglip' or 'dinov2', got {kind!r}")
+
+
+_VISION = {
+    "clip": (CLIPVisionModel, CLIPImageProcessor),
+    "siglip": (SiglipVisionModel, SiglipImageProcessor),
+    "dinov2": (Dinov2Model, BitImageProcessor),
+}
+
+
+def save_tiny_vision_tower(
+    out_dir: str | Path, kind: str = "clip", seed: int = 0, num_layers: int = 4
+) -> Path:
+    out_dir = Path(out_dir)
+    model_cls, processor_cls = _VISION[kind]
+    torch.manual_seed(seed)
+    model = model_cls(tiny_vision_config(kind, num_layers))
+    model.save_pretrained(out_dir)
+    size = TINY_IMAGE_SIZE
+    if kind == "siglip":
+        processor = processor_cls(size={"height": size, "width": size})
+    else:
+        processor = processor_cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_text_config(vocab_size: int, tokenizer=None) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=TINY_WIDTH,
+        intermediate_size=2 * TINY_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=getattr(tokenizer, "bos_token_id", 1),
+        eos_token_id=getattr(tokenizer, "eos_token_id", 2),
+        pad_token_id=getattr(tokenizer, "pad_token_id", None),
+    )
+
+
+def save_tiny_language_model(out_dir: str | Path, tokenizer=None, seed: int = 0) -> Path:
+    out_dir = Path(out_dir)
+    tokenizer = tokenizer or make_bpe_tokenizer()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_text_config(len(tokenizer), tokenizer))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_adapter_settings() -> dict:
+    """Adapter settings that fit the tiny 4-block tower (effective depth 3 with feature layer -2)."""
+    return {"num_task_layers": 1, "prior_selection": "uniform", "num_prior_layers": 2, "prior_start": 0}
+
+
+def build_tiny_checkpoint(
+    out_dir: str | Path,
+    *,
+    kind: str = "clip",
+    connector_type: str = "vitsplit",
+    adapter: dict | None = None,
+    fusion_output: str = "vision_mlp",
+    tokenizer=None,
+    seed: int = 0,
+):
+    """Build and save a complete tiny checkpoint; returns ``(path, model, processor)``."""
+    from llava_vitsplit.model.builder import build_model
+
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as parts:
+        vision_dir = save_tiny_vision_tower(Path(parts) / "vision", kind, seed)
+        lm_dir = save_tiny_language_model(Path(parts) / "lm", tokenizer, seed)
+        model, processor = build_model(
+            str(vision_dir),
+            str(lm_dir),
+            connector_type=connector_type,
+            adapter=adapter if adapter is not None else tiny_adapter_settings(),
+            fusion_output=fusion_output,
+            seed=seed,
+        )
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir, model, processor

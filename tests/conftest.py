@@ -1,0 +1,30 @@
+"""Shared pytest fixtures: offline environment and a tiny llava_vitsplit checkpoint built once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A saved tiny ViT-Split checkpoint (CLIP tower, Llama LM, byte-level BPE): ``(path, model, processor)``."""
+    from llava_vitsplit.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_vitsplit"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp_checkpoint(tmp_path_factory):
+    """The same tiny parts with LLaVA's ``mlp2x_gelu`` projector: ``(path, model, processor)``."""
+    from llava_vitsplit.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_mlp"), connector_type="mlp2x_gelu")

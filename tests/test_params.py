@@ -1,0 +1,60 @@
+"""Parameter accounting of the presets (built on the meta device) and the ``params`` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llava_vitsplit.cli import main as cli_main
+from llava_vitsplit.params import vlm_param_report
+from llava_vitsplit.presets import get_preset, vlm_presets
+
+
+def test_released_connector_has_exactly_the_published_parameter_count():
+    report = vlm_param_report("llava-v1.5-7b-released")
+    assert report["connector"] == {"task_head": 12_596_224, "prior_head": 10_487_808, "fusion": 159_391_744}
+    assert report["components"]["connector"] == 182_475_776
+    assert report["stages"]["pretrain"]["trainable"] == 182_475_776
+    # tower as run: CLIP-L/336 without its last block (23 of 24 blocks)
+    assert report["components"]["vision_tower"] == 290_911_232
+    assert report["stages"]["finetune"]["frozen"] == 290_911_232
+
+
+def test_paper_preset_adds_the_deformable_offset_predictors():
+    released = vlm_param_report("llava-v1.5-7b-released")["connector"]
+    paper = vlm_param_report("llava-v1.5-7b")["connector"]
+    # deformable 3x3: no bias (-C_out) plus an offset conv C_in -> 18 with bias
+    assert paper["prior_head"] - released["prior_head"] == -1024 + (1024 * 18 * 9 + 18)
+    assert paper["fusion"] - released["fusion"] == -4096 + (4096 * 18 * 9 + 18)
+
+
+def test_mlp_baseline_is_llavas_21m_projector():
+    report = vlm_param_report("llava-v1.5-7b-mlp")
+    assert report["connector"] == {"projector": 1024 * 4096 + 4096 + 4096 * 4096 + 4096}
+
+
+def test_13b_fusion_targets_the_13b_width():
+    report = vlm_param_report("llava-v1.5-13b")
+    assert report["connector"]["fusion"] == 2048 * 5120 + 5120 + 9 * 5120 * 5120 + (5120 * 18 * 9 + 18)
+
+
+def test_every_preset_builds_and_counts(capsys):
+    for name in vlm_presets():
+        assert cli_main(["params", "--preset", name, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["stages"]["pretrain"]["trainable"] == report["components"]["connector"] > 0
+
+
+def test_params_command_prints_a_table(capsys):
+    assert cli_main(["params", "--preset", "llava-v1.5-7b-released"]) == 0
+    out = capsys.readouterr().out
+    assert "182,475,776" in out and "stage 1 (pretrain)" in out and "task_head" in out
+
+
+def test_unknown_preset_lists_the_valid_ones(capsys):
+    assert cli_main(["params", "--preset", "llava-v9"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'llava-v9'" in err and "llava-v1.5-7b-released" in err
+    with pytest.raises(KeyError, match="valid presets"):
+        get_preset("llava-v9")
