@@ -58,3 +58,14 @@ def test_unknown_preset_lists_the_valid_ones(capsys):
     assert "unknown preset 'llava-v9'" in err and "llava-v1.5-7b-released" in err
     with pytest.raises(KeyError, match="valid presets"):
         get_preset("llava-v9")
+
+
+def test_readme_preset_table_matches_the_counts():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in vlm_presets():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        stage1, stage2 = (int(cell.strip(" *").replace(",", "")) for cell in row.split("|")[3:5])
+        stages = vlm_param_report(name)["stages"]
+        assert (stage1, stage2) == (stages["pretrain"]["trainable"], stages["finetune"]["trainable"]), name

@@ -87,3 +87,18 @@ def test_image_token_is_a_single_special_token(tiny_checkpoint):
     ids = processor.tokenizer("a <image> b", add_special_tokens=False)["input_ids"]
     assert ids.count(model.config.image_token_id) == 1
     assert torch.tensor(ids).ne(processor.tokenizer.unk_token_id).all()
+
+
+def test_tokenizer_owned_text_template_gets_flattened_image_parts(tiny_checkpoint):
+    import copy
+
+    _, _, processor = tiny_checkpoint
+    tokenizer = copy.deepcopy(processor.tokenizer)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    chatml = LlavaViTSplitProcessor(processor.image_processor, tokenizer, patch_size=14)
+    assert chatml.chat_template is None  # the tokenizer's own template is kept
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}]
+    assert chatml.apply_chat_template(messages, add_generation_prompt=True) == "<|user|><image>\nQ\n<|assistant|>"

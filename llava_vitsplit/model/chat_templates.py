@@ -7,8 +7,8 @@ image parts render as ``<image>\\n`` before the text.
 """
 
 VICUNA_V1_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
 VICUNA_V1_CHAT_TEMPLATE = (

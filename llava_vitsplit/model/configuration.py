@@ -36,7 +36,9 @@ class LlavaViTSplitConfig(LlavaConfig):
                 f"llava_vitsplit supports a single int vision_feature_layer, got {self.vision_feature_layer!r}"
             )
         if self.connector_type not in ("vitsplit", "mlp2x_gelu"):
-            raise ValueError(f"connector_type must be 'vitsplit' or 'mlp2x_gelu', got {self.connector_type!r}")
+            raise ValueError(
+                f"connector_type must be 'vitsplit' or 'mlp2x_gelu', got {self.connector_type!r}"
+            )
         if self.fusion_output not in ("llm", "vision_mlp"):
             raise ValueError(f"fusion_output must be 'llm' or 'vision_mlp', got {self.fusion_output!r}")
         if self.connector_type == "vitsplit":

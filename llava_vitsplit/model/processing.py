@@ -4,6 +4,10 @@
 the usual resize/crop (LLaVA-1.5's ``expand2square``), so nothing is cropped away; ``"resize"`` leaves
 the image to the image processor. Each ``<image>`` in the text becomes ``h*w`` image tokens (plus the
 prefix tokens when the feature strategy is ``full``), matching the connector's output length.
+
+Chat templates: a tokenizer without one gets LLaVA's ``vicuna_v1`` template, which renders image parts
+itself. A tokenizer with its own text-only template (SmolLM2's ChatML, say) keeps it; ``apply_chat_template``
+then flattens each message's parts to a string with ``<image>\n`` where an image part was.
 """
 
 from __future__ import annotations
@@ -14,6 +18,19 @@ from transformers import LlavaProcessor
 from llava_vitsplit.model.chat_templates import VICUNA_V1_CHAT_TEMPLATE
 
 IMAGE_ASPECT_RATIOS = ("pad", "resize")
+
+
+def flatten_image_parts(messages: list[dict], image_token: str = "<image>") -> list[dict]:
+    """String-content messages for text-only chat templates: image parts become ``<image>\n``."""
+    flat = []
+    for message in messages:
+        content = message["content"]
+        if not isinstance(content, str):
+            content = "".join(
+                f"{image_token}\n" if part["type"] == "image" else part.get("text", "") for part in content
+            )
+        flat.append({**message, "content": content})
+    return flat
 
 
 def pad_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
@@ -75,6 +92,19 @@ class LlavaViTSplitProcessor(LlavaProcessor):
             image = images.convert("RGB")
             return pad_to_square(image, self.pad_fill) if self.image_aspect_ratio == "pad" else image
         return images  # arrays/tensors are passed through unchanged
+
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """Render ``conversation``; text-only (tokenizer-owned) templates get flattened image parts."""
+        template = chat_template or self.chat_template
+        tokenizer_template = getattr(self.tokenizer, "chat_template", None)
+        if template and template != tokenizer_template:
+            return super().apply_chat_template(conversation, chat_template=template, **kwargs)
+        if not tokenizer_template:
+            raise ValueError("neither the processor nor its tokenizer has a chat template")
+        kwargs.setdefault("tokenize", False)
+        return self.tokenizer.apply_chat_template(
+            flatten_image_parts(conversation, self.image_token), **kwargs
+        )
 
     def __call__(self, images=None, text=None, **kwargs):
         return super().__call__(images=self.prepare_images(images), text=text, **kwargs)

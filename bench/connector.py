@@ -1,0 +1,146 @@
+"""Forward+backward time and peak memory of the connectors at LLaVA-1.5-7B sizes.
+
+Compares, from the presets (CLIP-L/336 tower width 1024, 576 patch tokens, Vicuna-7B width 4096):
+``llava-v1.5-7b`` (ViT-Split, deformable convs), ``llava-v1.5-7b-released`` (ViT-Split, plain convs),
+``llava-v1.5-7b-vision-mlp`` (ViT-Split at the vision width + MLP) and ``llava-v1.5-7b-mlp`` (LLaVA's
+projector). Only the connector is timed: its inputs are random frozen hidden states of the right shape.
+Each preset runs in its own subprocess so that peak memory (CUDA: max allocated; CPU: peak RSS growth
+over the set-up) is not polluted by the others.
+
+    python bench/connector.py --device cpu --batch-size 8 --iters 3
+    python bench/connector.py --device cuda --dtype bf16 --batch-size 8 --iters 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+PRESETS = ["llava-v1.5-7b", "llava-v1.5-7b-released", "llava-v1.5-7b-vision-mlp", "llava-v1.5-7b-mlp"]
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(preset_name: str, device: str, dtype_name: str, batch: int, iters: int, warmup: int) -> dict:
+    import torch
+    from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+
+    from llava_vitsplit.backbones.hf_layers import effective_depth
+    from llava_vitsplit.model.connector import build_connector
+    from llava_vitsplit.presets import get_preset
+
+    torch.manual_seed(0)
+    dtype = getattr(torch, DTYPES[dtype_name])
+    config = get_preset(preset_name).model_config()
+    vision = config.vision_config
+    depth = effective_depth(vision.num_hidden_layers, config.vision_feature_layer)
+    k_t = config.adapter_config.num_task_layers if config.connector_type == "vitsplit" else 1
+    blocks = [CLIPEncoderLayer(vision) for _ in range(k_t)]
+    connector = build_connector(config, blocks, depth).to(device=device, dtype=dtype).train()
+    grid = (vision.image_size // vision.patch_size,) * 2
+    tokens = 1 + grid[0] * grid[1]
+    states = [torch.randn(batch, tokens, vision.hidden_size, device=device, dtype=dtype) for _ in range(2)]
+    hidden_states = [states[i % 2] for i in range(depth + 1)]  # only h[E-K_t..E] are read; share memory
+    n_params = sum(p.numel() for p in connector.parameters())
+
+    def step() -> None:
+        out = connector.forward_hidden_states(hidden_states, grid)  # [B, 576, 4096]
+        out.float().square().mean().backward()
+        connector.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    rss_before = _rss_mib()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    if device.startswith("cuda"):
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        peak_kind = "CUDA max allocated above inputs+weights"
+    else:
+        peak = _rss_mib() - rss_before
+        peak_kind = "peak RSS growth during the steps"
+    times.sort()
+    return {
+        "preset": preset_name,
+        "connector_params": n_params,
+        "median_s": times[len(times) // 2],
+        "min_s": times[0],
+        "peak_mib": round(peak, 1),
+        "peak_kind": peak_kind,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--presets", nargs="*", default=PRESETS)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        result = run_one(args.one, args.device, args.dtype, args.batch_size, args.iters, args.warmup)
+        print(json.dumps(result))
+        return 0
+    results = []
+    for name in args.presets:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--batch-size",
+            str(args.batch_size),
+            "--iters",
+            str(args.iters),
+            "--warmup",
+            str(args.warmup),
+        ]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"done {name}", file=sys.stderr)
+    import torch
+
+    machine = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"machine: {machine}; batch {args.batch_size}, dtype {args.dtype}, {args.iters} timed steps after {args.warmup} warm-up"
+    )
+    print("| connector (preset) | parameters | fwd+bwd median (s) | fwd+bwd min (s) | peak memory (MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['preset']} | {r['connector_params']:,} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['peak_mib']:,.0f} |"
+        )
+    print(f"peak memory: {results[0]['peak_kind']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Shared by the benchmark scripts in eval/: run lmms-eval with the llava_vitsplit model on TASKS.
+#
+# usage (from a benchmark script): run_lmms_eval CHECKPOINT TASKS [extra lmms-eval args...]
+# environment:
+#   NUM_GPUS      1 (default): one process; N > 1: `accelerate launch --num_processes N` (data parallel)
+#   BATCH_SIZE    1 (default; LLaVA-1.5 evaluated one question at a time, batching can flip rare ties)
+#   OUTPUT        results folder (default: eval_results/<checkpoint folder name>)
+#   DTYPE         auto (bf16 on CUDA) | bf16 | fp16 | fp32
+#   PROMPT_STYLE  llava15 (default: LLaVA-1.5 benchmark prompts) | task (lmms-eval's defaults)
+#   LIMIT         evaluate only the first N documents of each task (smoke runs)
+#   PYTHON        interpreter with llava-vitsplit[eval] installed (default: python)
+# lmms-eval can exit 0 after a failure, so success is judged by a new *_results.json in OUTPUT.
+set -euo pipefail
+
+run_lmms_eval() {
+    local model=$1 tasks=$2
+    shift 2
+    if [[ ! -f "$model/config.json" ]]; then
+        echo "error: $model is not a checkpoint folder (no config.json)" >&2
+        exit 2
+    fi
+    local out=${OUTPUT:-eval_results/$(basename "$model")}
+    mkdir -p "$out"
+    local stamp
+    stamp=$(mktemp "$out/.started.XXXXXX")
+    local launcher=("${PYTHON:-python}" -m lmms_eval)
+    if ((${NUM_GPUS:-1} > 1)); then
+        launcher=(accelerate launch --num_processes "$NUM_GPUS" -m lmms_eval)
+    fi
+    local limit=()
+    if [[ -n "${LIMIT:-}" ]]; then limit=(--limit "$LIMIT"); fi
+    "${launcher[@]}" \
+        --model llava_vitsplit \
+        --model_args "pretrained=$model,dtype=${DTYPE:-auto},prompt_style=${PROMPT_STYLE:-llava15}" \
+        --tasks "$tasks" \
+        --batch_size "${BATCH_SIZE:-1}" \
+        --output_path "$out" \
+        --log_samples \
+        "${limit[@]}" "$@"
+    local results submissions=""
+    results=$(find "$out" -name '*_results.json' -newer "$stamp" | sort | tail -n 1)
+    if [[ -d "$out/submissions" ]]; then
+        submissions=$(find "$out/submissions" -type f -newer "$stamp" | sort)
+    fi
+    rm -f "$stamp"
+    if [[ -z "$results" ]]; then
+        echo "error: lmms-eval wrote no results for $tasks under $out (rerun with --verbosity DEBUG)" >&2
+        exit 1
+    fi
+    echo "results: $results"
+    if [[ -n "$submissions" ]]; then
+        echo "test-server submission files (upload these):"
+        echo "$submissions" | sed 's/^/  /'
+    fi
+}

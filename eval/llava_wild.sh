@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# LLaVA-Bench-in-the-Wild (paper Table 4: LLaVA-1.5-7B 65.4, + ViT-Split 71.1; relative score, judge-based).
+# A GPT judge rates each answer against the reference: needs OPENAI_API_KEY (or API_TYPE=azure with
+# AZURE_API_KEY/AZURE_ENDPOINT). The judge model is MODEL_VERSION; this script defaults it to gpt-4o-mini,
+# the judge of the paper's released code. LLaVA-1.5's 65.4 used gpt-4-0314, so the two columns of the
+# paper's row are not directly comparable, and neither is a run with another judge.
+# usage: eval/llava_wild.sh CHECKPOINT [extra lmms-eval args]
+source "$(dirname "$0")/_common.sh"
+: "${OPENAI_API_KEY:?LLaVA-in-the-Wild is judged by a GPT model: set OPENAI_API_KEY}"
+export MODEL_VERSION=${MODEL_VERSION:-gpt-4o-mini}
+run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-llava_in_the_wild}" "${@:2}"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# VQAv2 (paper Table 4: LLaVA-1.5-7B 78.5, + ViT-Split 78.2; test-dev accuracy).
+# Answers the test split and writes a test-server submission file to
+# $OUTPUT/submissions/vqav2-test-submission-*.json; upload it to the EvalAI VQA challenge
+# (phase test-dev) to get the paper's number. `TASKS=vqav2_val` scores the val split locally instead.
+# usage: eval/vqav2.sh CHECKPOINT [extra lmms-eval args]
+source "$(dirname "$0")/_common.sh"
+run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-vqav2_test}" "${@:2}"

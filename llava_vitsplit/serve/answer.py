@@ -1,0 +1,279 @@
+"""``llava-vitsplit answer``: batch inference on LLaVA question files, shardable and resumable.
+
+Input: JSONL (or a JSON list) of ``{"question_id", "image" (relative to --image-folder, optional),
+"text"}`` as in LLaVA's eval scripts. Output: JSONL ``{"question_id", "prompt", "text", "answer_id",
+"model_id", "metadata"}``, appended batch by batch. Re-running skips question ids already in the answers
+file (a line cut short by a crash is dropped), so an interrupted run resumes where it stopped.
+
+Sharding: ``--num-chunks N --chunk-idx K`` answers the K-th of N contiguous, near-equal slices (one
+process per GPU); ``--merge SHARD...`` then writes all answers in question-file order and checks that
+every question was answered exactly once. Decoding is greedy unless ``--temperature`` > 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from llava_vitsplit.serve.images import ImageLoadError, load_image
+
+
+class AnswerError(ValueError):
+    """Bad input files (question/answer/shard); the message names the file, line and field."""
+
+
+def read_records(path: Path) -> list[tuple[int, dict]]:
+    """``(line_number, record)`` pairs from a JSONL file or a JSON list (line 0 for list items)."""
+    if not path.is_file():
+        raise AnswerError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AnswerError(f"{path}: invalid JSON: {exc}") from exc
+        return [(index + 1, item) for index, item in enumerate(items)]
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise AnswerError(f"{path} line {number}: invalid JSON: {exc}") from exc
+    return records
+
+
+def read_questions(path: Path) -> list[dict]:
+    """Validated questions (``question_id`` and ``text`` required, ids unique)."""
+    questions, seen = [], {}
+    for number, record in read_records(path):
+        if not isinstance(record, dict):
+            raise AnswerError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
+        for name in ("question_id", "text"):
+            if name not in record:
+                raise AnswerError(f"{path} line {number}: missing field {name!r}")
+        if not isinstance(record["text"], str):
+            raise AnswerError(f"{path} line {number}: field 'text' must be a string")
+        image = record.get("image")
+        if image is not None and not isinstance(image, str):
+            raise AnswerError(f"{path} line {number}: field 'image' must be a string path")
+        qid = record["question_id"]
+        if qid in seen:
+            raise AnswerError(
+                f"{path} line {number}: duplicate question_id {qid!r} (first on line {seen[qid]})"
+            )
+        seen[qid] = number
+        questions.append(record)
+    return questions
+
+
+def chunk(items: Sequence, num_chunks: int, index: int) -> list:
+    """The ``index``-th of ``num_chunks`` contiguous slices whose sizes differ by at most one."""
+    if num_chunks < 1:
+        raise ValueError(f"--num-chunks must be >= 1, got {num_chunks}")
+    if not 0 <= index < num_chunks:
+        raise ValueError(f"--chunk-idx must be in [0, {num_chunks}), got {index}")
+    base, extra = divmod(len(items), num_chunks)
+    start = index * base + min(index, extra)
+    return list(items[start : start + base + (1 if index < extra else 0)])
+
+
+def answered_ids(path: Path) -> set:
+    """Question ids already in an answers file; a truncated last line (crash mid-write) is removed."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    ids, offset = set(), 0
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            try:
+                ids.add(json.loads(raw)["question_id"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                if number == len(lines):  # last line, no newline: an interrupted write
+                    print(f"{path}: dropping incomplete last line", file=sys.stderr)
+                    with path.open("r+b") as handle:
+                        handle.truncate(offset)
+                    break
+                raise AnswerError(f"{path} line {number}: not an answer record ({exc})") from exc
+        offset += len(raw) + 1
+    else:
+        if data and not data.endswith(b"\n"):  # complete last record without a newline: add one
+            with path.open("ab") as handle:
+                handle.write(b"\n")
+    return ids
+
+
+def image_path(question: dict, image_folder: Path | None) -> Path | None:
+    if not question.get("image"):
+        return None
+    path = Path(question["image"])
+    return path if path.is_absolute() or image_folder is None else image_folder / path
+
+
+def check_images(questions: Iterable[dict], image_folder: Path | None) -> None:
+    """Fail before loading the model if any referenced image file is missing."""
+    missing = []
+    for question in questions:
+        path = image_path(question, image_folder)
+        if path is not None and not path.is_file():
+            missing.append(f"question_id {question['question_id']!r}: {path}")
+    if missing:
+        shown = "\n  ".join(missing[:10])
+        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise AnswerError(f"{len(missing)} image file(s) not found:\n  {shown}{more}")
+
+
+def batches(items: Sequence, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def answer_questions(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from llava_vitsplit.serve.generation import (
+        GenerationSettings,
+        generate_batch,
+        render_prompt,
+        user_messages,
+    )
+    from llava_vitsplit.serve.loading import load_model
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+    )
+    questions = chunk(read_questions(Path(args.question_file)), args.num_chunks, args.chunk_idx)
+    answers_file = Path(args.answers_file)
+    done = answered_ids(answers_file)
+    todo = [q for q in questions if q["question_id"] not in done]
+    image_folder = Path(args.image_folder) if args.image_folder else None
+    check_images(todo, image_folder)
+    print(
+        f"chunk {args.chunk_idx}/{args.num_chunks}: {len(questions)} questions, "
+        f"{len(questions) - len(todo)} already answered, {len(todo)} to do",
+        file=sys.stderr,
+    )
+    if not todo:
+        return 0
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    model_id = args.model_id or Path(args.model.rstrip("/")).name
+    answers_file.parent.mkdir(parents=True, exist_ok=True)
+    with answers_file.open("a", encoding="utf-8") as out, tqdm(total=len(todo), file=sys.stderr) as bar:
+        for batch in batches(todo, args.batch_size):
+            prompts, images, texts = [], [], []
+            for question in batch:
+                text = question["text"] + args.prompt_suffix
+                path = image_path(question, image_folder)
+                if path is not None:
+                    try:
+                        images.append(load_image(path))
+                    except ImageLoadError as exc:
+                        raise AnswerError(f"question_id {question['question_id']!r}: {exc}") from exc
+                prompts.append(render_prompt(loaded.processor, user_messages(text, path is not None)))
+                texts.append(text)
+            replies = generate_batch(loaded, prompts, images, settings)
+            for question, text, reply in zip(batch, texts, replies, strict=True):
+                record = {
+                    "question_id": question["question_id"],
+                    "prompt": text,
+                    "text": reply,
+                    "answer_id": uuid.uuid4().hex,
+                    "model_id": model_id,
+                    "metadata": {},
+                }
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            bar.update(len(batch))
+    return 0
+
+
+def merge_shards(args: argparse.Namespace) -> int:
+    """Write every question's answer, in question-file order, from the shard files."""
+    questions = read_questions(Path(args.question_file))
+    by_id: dict = {}
+    for shard in args.merge:
+        for number, record in read_records(Path(shard)):
+            if not isinstance(record, dict) or "question_id" not in record:
+                raise AnswerError(f"{shard} line {number}: not an answer record")
+            qid = record["question_id"]
+            if qid in by_id:
+                raise AnswerError(f"{shard} line {number}: question_id {qid!r} answered twice")
+            by_id[qid] = record
+    missing = [q["question_id"] for q in questions if q["question_id"] not in by_id]
+    if missing and not args.allow_missing:
+        raise AnswerError(
+            f"{len(missing)} of {len(questions)} questions have no answer in the shards "
+            f"(first: {missing[:5]}); finish those shards or pass --allow-missing"
+        )
+    known = {q["question_id"] for q in questions}
+    extra = [qid for qid in by_id if qid not in known]
+    if extra:
+        raise AnswerError(
+            f"{len(extra)} answers are for ids not in {args.question_file} (first: {extra[:5]})"
+        )
+    out_path = Path(args.answers_file)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as out:
+        for question in questions:
+            if question["question_id"] in by_id:
+                out.write(json.dumps(by_id[question["question_id"]], ensure_ascii=False) + "\n")
+    print(f"merged {len(by_id)} answers from {len(args.merge)} shard(s) into {out_path}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-vitsplit answer", description=__doc__.splitlines()[0])
+    parser.add_argument("--question-file", required=True, help="LLaVA question JSONL")
+    parser.add_argument(
+        "--answers-file", required=True, help="answers JSONL (appended; merged output with --merge)"
+    )
+    parser.add_argument("--model", help="checkpoint directory (or hub id); required unless --merge")
+    parser.add_argument(
+        "--image-folder", default=None, help="folder the questions' image paths are relative to"
+    )
+    parser.add_argument("--model-id", default=None, help="model_id written in answers (default: folder name)")
+    parser.add_argument("--num-chunks", type=int, default=1)
+    parser.add_argument("--chunk-idx", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument(
+        "--prompt-suffix",
+        default="",
+        help='appended to every question, e.g. "\\nAnswer with the option\'s letter from the given choices directly."',
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--merge", nargs="+", metavar="SHARD", help="merge these shard answer files")
+    parser.add_argument(
+        "--allow-missing", action="store_true", help="with --merge: tolerate unanswered questions"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.prompt_suffix = args.prompt_suffix.replace("\\n", "\n")  # allow a shell-friendly "\n"
+    try:
+        if args.merge:
+            return merge_shards(args)
+        if not args.model:
+            parser.error("--model is required (unless --merge)")
+        return answer_questions(args)
+    except (AnswerError, FileNotFoundError, ValueError) as exc:
+        print(f"llava-vitsplit answer: {exc}", file=sys.stderr)
+        return 2

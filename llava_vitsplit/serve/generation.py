@@ -1,0 +1,199 @@
+"""Prompts, streaming and batched generation shared by the CLI chat, the demo, ``answer`` and lmms-eval.
+
+A :class:`Conversation` holds at most one image (LLaVA-1.5 was trained with one image per
+conversation, placed in the first user turn) and the alternating user/assistant texts; the processor's
+chat template (``vicuna_v1`` for LLaVA checkpoints) renders it. Streaming runs ``generate`` in a worker
+thread feeding a ``TextIteratorStreamer``; an exception in the worker is re-raised in the caller.
+Batched generation left-pads, decodes only the new tokens and cuts each text at the first stop string.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from llava_vitsplit.serve.loading import LoadedModel
+
+STREAM_TIMEOUT_S = 600.0  # a token that takes longer than this means the worker is stuck
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding parameters; ``temperature == 0`` (or ``do_sample=False``) means greedy."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float | None = None
+    num_beams: int = 1
+    do_sample: bool | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0 and self.do_sample is not False
+
+    def generate_kwargs(self, tokenizer) -> dict:
+        """Keyword arguments for ``model.generate`` (sampling knobs only when sampling)."""
+        kwargs: dict = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.sampling,
+            "num_beams": self.num_beams,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+        if self.sampling:
+            kwargs["temperature"] = self.temperature
+            kwargs["top_p"] = self.top_p if self.top_p is not None else 1.0
+        else:  # override sampling defaults a checkpoint's generation_config may carry
+            kwargs["temperature"] = None
+            kwargs["top_p"] = None
+            kwargs["top_k"] = None
+        if self.stop:
+            kwargs["stop_strings"] = list(self.stop)
+            kwargs["tokenizer"] = tokenizer
+        return kwargs
+
+
+@dataclass
+class Conversation:
+    """One image (optional) and the turns so far; the last assistant text is None while pending."""
+
+    image: Image.Image | None = None
+    turns: list[list[str | None]] = field(default_factory=list)  # [[user, assistant | None], ...]
+    system: str | None = None
+
+    def add_user(self, text: str) -> None:
+        if self.turns and self.turns[-1][1] is None:
+            raise ValueError("the previous user message has no reply yet")
+        self.turns.append([text, None])
+
+    def set_reply(self, text: str) -> None:
+        if not self.turns or self.turns[-1][1] is not None:
+            raise ValueError("no pending user message to reply to")
+        self.turns[-1][1] = text
+
+    def messages(self) -> list[dict]:
+        """Chat-template messages; the image part goes first in the first user turn."""
+        messages: list[dict] = []
+        if self.system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.system}]})
+        for index, (user, assistant) in enumerate(self.turns):
+            content: list[dict] = []
+            if index == 0 and self.image is not None:
+                content.append({"type": "image"})
+            content.append({"type": "text", "text": user})
+            messages.append({"role": "user", "content": content})
+            if assistant is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+        return messages
+
+
+def user_messages(text: str, with_image: bool, system: str | None = None) -> list[dict]:
+    """The messages of a single-turn question (batch inference, benchmarks)."""
+    conversation = Conversation(image=Image.new("RGB", (1, 1)) if with_image else None, system=system)
+    conversation.add_user(text)
+    return conversation.messages()
+
+
+def render_prompt(processor, messages: list[dict]) -> str:
+    """The prompt text for ``messages`` ending with the assistant's generation prompt."""
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def prepare_inputs(loaded: LoadedModel, prompts: Sequence[str], images: Sequence[Image.Image]):
+    """Tokenise ``prompts`` (left-padded) with ``images`` (in prompt order, one per ``<image>``)."""
+    inputs = loaded.processor(
+        text=list(prompts), images=list(images) or None, return_tensors="pt", padding=True
+    )
+    inputs = inputs.to(loaded.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)  # [B, 3, H, W]
+    return inputs
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to (excluding) the earliest occurrence of any stop string."""
+    end = len(text)
+    for item in stop:
+        if item:
+            position = text.find(item)
+            if position != -1:
+                end = min(end, position)
+    return text[:end]
+
+
+@torch.inference_mode()
+def generate_batch(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    images: Sequence[Image.Image],
+    settings: GenerationSettings,
+) -> list[str]:
+    """Generate one reply per prompt in a single batched ``generate`` call."""
+    inputs = prepare_inputs(loaded, prompts, images)
+    output = loaded.model.generate(**inputs, **settings.generate_kwargs(loaded.tokenizer))  # [B, T + new]
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]  # [B, new]
+    texts = loaded.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return [cut_at_stop(text, settings.stop).strip() for text in texts]
+
+
+class _CancelCriteria(StoppingCriteria):
+    """Stops generation once ``event`` is set (the consumer went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+def stream_reply(
+    loaded: LoadedModel, conversation: Conversation, settings: GenerationSettings
+) -> Iterator[str]:
+    """Yield the reply to the conversation's pending user turn as text chunks, as they are generated."""
+    prompt = render_prompt(loaded.processor, conversation.messages())
+    images = [conversation.image] if conversation.image is not None else []
+    inputs = prepare_inputs(loaded, [prompt], images)
+    streamer = TextIteratorStreamer(
+        loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
+    )
+    failure: list[BaseException] = []
+    cancel = threading.Event()
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                loaded.model.generate(
+                    **inputs,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                    **settings.generate_kwargs(loaded.tokenizer),
+                )
+        except BaseException as exc:  # re-raised in the consumer below
+            failure.append(exc)
+            streamer.end()
+
+    worker = threading.Thread(target=work, name="llava-vitsplit-generate", daemon=True)
+    worker.start()
+    try:
+        yield from streamer
+    finally:
+        cancel.set()  # no-op when generation already finished; stops it when the consumer quit early
+        worker.join()
+    if failure:
+        raise failure[0]

@@ -1,0 +1,92 @@
+"""Load and validate user images from a file path, an http(s) URL or an already opened PIL image.
+
+Every failure (missing file, not an image, truncated data, absurd dimensions, download too large)
+raises :class:`ImageLoadError` whose message names the source, so callers can show it to the user
+(a chat message in the demo, an error line in the CLI) instead of a traceback. Dimensions are checked
+from the header *before* decoding, so a decompression bomb is refused without allocating it.
+"""
+
+from __future__ import annotations
+
+import io
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 40_000_000  # larger than any photo a LLaVA user sends; PIL's own bomb limit is ~89M
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+URL_TIMEOUT_S = 15.0
+
+
+class ImageLoadError(ValueError):
+    """An image could not be used; the message is meant for the end user."""
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "llava-vitsplit"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read(max_bytes + 1)
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise ImageLoadError(f"could not download image {url}: {exc}") from exc
+    if len(data) > max_bytes:
+        raise ImageLoadError(f"image {url} is larger than {max_bytes} bytes")
+    return data
+
+
+def check_size(image: Image.Image, name: str, max_pixels: int) -> None:
+    """Refuse images with a zero side or more than ``max_pixels`` pixels (read from the header)."""
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageLoadError(f"image {name} has an empty side ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"image {name} is {width}x{height} pixels, over the limit of {max_pixels} pixels"
+        )
+
+
+def load_image(
+    source: str | Path | Image.Image,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = URL_TIMEOUT_S,
+    display_name: str | None = None,
+) -> Image.Image:
+    """Open ``source`` (path, URL or PIL image), validate it and return a decoded RGB image.
+
+    ``display_name`` replaces the source in error messages (e.g. the user's file name, not a temp path).
+    """
+    if isinstance(source, Image.Image):
+        check_size(source, "<in-memory image>", max_pixels)
+        return source.convert("RGB")
+    source = str(source)
+    name = display_name or source
+    if is_url(source):
+        stream: io.BytesIO | Path = io.BytesIO(_read_url(source, max_bytes, timeout))
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ImageLoadError(f"image file not found: {name}")
+        if path.stat().st_size > max_bytes:
+            raise ImageLoadError(f"image file {name} is larger than {max_bytes} bytes")
+        stream = path
+    try:
+        with Image.open(stream) as image:
+            check_size(image, name, max_pixels)
+            image.load()
+            return image.convert("RGB")
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"image {name} has too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"{name} is not an image file PIL can read") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"image {name} is corrupt or truncated: {exc}") from exc

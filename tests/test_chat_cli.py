@@ -1,0 +1,89 @@
+"""``llava-vitsplit chat`` driven through a subprocess: multi-turn over stdin, image commands, errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from llava_vitsplit.serve import chat
+from llava_vitsplit.serve.scripted import script_reply
+from llava_vitsplit.tiny import build_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def yes_checkpoint(tmp_path_factory):
+    path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("yes"))
+    script_reply(model, processor.tokenizer, "yes")
+    model.save_pretrained(path)
+    return path
+
+
+def run_chat(args: list[str], stdin: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "llava_vitsplit.cli", "chat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+def test_chat_multi_turn_with_image_commands(yes_checkpoint, tmp_path):
+    first, second = tmp_path / "first.png", tmp_path / "second.jpg"
+    Image.new("RGB", (50, 40), "red").save(first)
+    Image.new("RGB", (30, 60), "blue").save(second)
+    script = "\n".join(
+        [
+            "Is the square red?",
+            "And is it big?",
+            f"/image {tmp_path / 'missing.png'}",
+            "/reset",
+            f"/image {second}",
+            "Is it blue?",
+            "/exit",
+            "never read",
+        ]
+    )
+    result = run_chat(
+        [
+            "--model",
+            str(yes_checkpoint),
+            "--image",
+            str(first),
+            "--device",
+            "cpu",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "6",
+        ],
+        script + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ASSISTANT: yes\n") == 3
+    assert "image file not found" in result.stderr and "missing.png" in result.stderr
+    assert "conversation reset" in result.stderr and "new conversation about" in result.stderr
+    assert result.stderr.count("loaded ") == 1
+
+
+def test_chat_refuses_unreadable_image_before_loading_model(yes_checkpoint, tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert chat.main(["--model", str(yes_checkpoint), "--image", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.png is not an image" in err and "loaded " not in err
+
+
+def test_chat_names_missing_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert chat.main(["--model", str(tmp_path / "no_such_ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_ckpt" in err and "config.json" in err

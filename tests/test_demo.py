@@ -1,0 +1,227 @@
+"""``llava-vitsplit demo`` launched on 127.0.0.1 and driven with gradio_client.
+
+One server process (one model load) serves: a multi-turn exchange about an uploaded image with
+streaming and regenerate, bad uploads answered in the chat, several concurrent clients, and clear.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from llava_vitsplit.serve.scripted import script_reply
+from llava_vitsplit.tiny import build_tiny_checkpoint
+
+gradio_client = pytest.importorskip("gradio_client")
+STARTUP_TIMEOUT_S = 150
+
+
+def write_png_header(path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` with no pixel data (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def last_text(history: list[dict]) -> str:
+    """Text of the last chatbot message (gradio normalises content to a list of parts)."""
+    parts = history[-1]["content"]
+    return "".join(part.get("text", "") for part in parts) if isinstance(parts, list) else str(parts)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    path, model, processor = build_tiny_checkpoint(root / "yes")
+    script_reply(model, processor.tokenizer, "yes")
+    model.save_pretrained(path)
+    port = free_port()
+    patcher = pytest.MonkeyPatch()  # talk to 127.0.0.1 directly even where a proxy is configured
+    for key in ("NO_PROXY", "no_proxy"):
+        patcher.setenv(key, "127.0.0.1,localhost")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    log = (root / "server.log").open("w+")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llava_vitsplit.cli",
+            "demo",
+            "--model",
+            str(path),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--concurrency",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--temperature",
+            "0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"demo exited with {process.returncode}:\n{log.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("demo did not start in time")
+            time.sleep(0.5)
+    yield url, root, log
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=20)
+    log.close()
+    patcher.undo()
+
+
+def client(url):
+    return gradio_client.Client(url, verbose=False)
+
+
+def ask(chat_client, text: str, image=None):
+    files = [gradio_client.handle_file(str(image))] if image is not None else []
+    history, textbox = chat_client.predict({"text": text, "files": files}, 0.0, 1.0, 8, api_name="/chat")
+    assert textbox["text"] == ""  # the input box is cleared
+    return history
+
+
+def test_multi_turn_with_image_streams_and_regenerates(server):
+    url, root, _ = server
+    image = root / "red.png"
+    Image.new("RGB", (64, 48), "red").save(image)
+    session = client(url)
+    history = ask(session, "Is it red?", image)
+    assert [m["role"] for m in history] == ["user", "user", "assistant"]
+    assert history[0]["content"][0]["type"] == "file" and last_text(history) == "yes"
+    job = session.submit({"text": "Is it a square?", "files": []}, 0.0, 1.0, 8, api_name="/chat")
+    history, _ = job.result(timeout=120)
+    assert len(job.outputs()) > 2  # the reply arrived in several streamed updates
+    assert [m["role"] for m in history] == ["user", "user", "assistant", "user", "assistant"]
+    assert last_text(history) == "yes"
+    regenerated = session.predict(0.7, 0.9, 8, api_name="/regenerate")
+    assert len(regenerated) == len(history) and last_text(regenerated) == "yes"
+    cleared, _ = session.predict(api_name="/clear")
+    assert cleared == []
+
+
+@pytest.mark.parametrize("kind", ["text", "huge"])
+def test_bad_upload_is_answered_in_the_chat(server, kind):
+    url, root, _ = server
+    bad = root / f"bad_{kind}.png"
+    if kind == "text":
+        bad.write_text("this is not an image")
+    else:
+        write_png_header(bad, 90_000, 90_000)
+    history = ask(client(url), "What is this?", bad)
+    message = last_text(history)
+    assert history[-1]["role"] == "assistant"
+    assert "could not use that upload" in message and f"bad_{kind}.png" in message
+    assert ("not an image" in message) if kind == "text" else ("pixels" in message)
+
+
+def test_concurrent_clients_are_all_answered(server):
+    url, root, log = server
+    image = root / "blue.png"
+    Image.new("RGB", (40, 40), "blue").save(image)
+
+    def one_user(index: int) -> str:
+        return last_text(ask(client(url), f"Question {index}?", image))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(one_user, range(4), timeout=240))
+    assert answers == ["yes"] * 4
+    log.seek(0)
+    output = log.read()
+    assert output.count("loaded model") == 1  # one model load served everyone
+    assert re.search(r"Running on local URL: +http://127\.0\.0\.1:", output)  # loopback only by default
+
+
+@pytest.fixture(scope="module")
+def handlers(tmp_path_factory):
+    from llava_vitsplit.serve.demo import DemoHandlers
+    from llava_vitsplit.serve.loading import load_model
+
+    path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("handlers"))
+    script_reply(model, processor.tokenizer, "yes")
+    model.save_pretrained(path)
+    return DemoHandlers(load_model(str(path), device="cpu"))
+
+
+def final(generator):
+    *_, last = list(generator)
+    return last
+
+
+def test_handlers_recover_from_failed_generation(handlers, tmp_path, monkeypatch):
+    from llava_vitsplit.serve.demo import ChatSession
+
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), "green").save(image)
+    history, session, _ = final(
+        handlers.respond({"text": "Is it green?", "files": [str(image)]}, ChatSession(), 0.0, 1.0, 8)
+    )
+    assert history[-1]["content"] == "yes" and session.conversation.turns == [["Is it green?", "yes"]]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(handlers.loaded.model, "generate", broken)
+    history, session, _ = final(handlers.respond({"text": "Again?", "files": []}, session, 0.0, 1.0, 8))
+    assert history[-1]["content"] == "Generation failed: RuntimeError: out of memory"
+    assert session.conversation.turns[-1] == ["Again?", None] and not session.busy
+    monkeypatch.undo()
+    history, session = final(handlers.regenerate(session, 0.0, 1.0, 8))  # retries the failed reply
+    assert history[-1]["content"] == "yes" and session.conversation.turns[-1] == ["Again?", "yes"]
+    assert [m["role"] for m in history] == ["user", "user", "assistant", "user", "assistant"]
+
+
+def test_handlers_refuse_bad_settings_and_busy_sessions(handlers):
+    from llava_vitsplit.serve.demo import ChatSession
+
+    session = ChatSession()
+    message = {"text": "hello", "files": []}
+    history, session, box = final(handlers.respond(message, session, 0.0, 1.0, 0))
+    assert "Invalid setting: max_new_tokens" in history[-1]["content"] and box == message
+    session.busy = True
+    history, session, box = final(handlers.respond(message, session, 0.0, 1.0, 8))
+    assert box == message and session.conversation.turns == []
