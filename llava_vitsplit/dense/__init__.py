@@ -1,0 +1,17 @@
+"""Dense tasks (segmentation, depth, detection) on frozen DINOv2 / CLIP towers with the ViT-Split adapter.
+
+The adapter is imported from ``llava_vitsplit.adapter`` (the one implementation shared with the VLM);
+nothing here imports the VLM, the LLM code or the training/serving modules of the VLM.
+
+- ``presets``: the paper's configurations as data; ``dense_presets()``, ``dense_param_report(name)``.
+- ``build``/``model``/``heads``/``detection``: backbone + adapter + heads, multi-task ``DenseModel``,
+  Mask R-CNN with the ViT-Split neck.
+- ``data``/``transforms``/``pipeline``: standard dataset layouts and augmentation.
+- ``trainer``/``optim``/``checkpoint``/``loading``: accelerate training, schedules, atomic checkpoints.
+- ``metrics``/``evaluation``/``inference``/``visualize``: mIoU, depth errors, COCO AP, sliding window, PNGs.
+- ``cka``: linear CKA between layers; ``synthetic``: generated sets and a tiny preset for tests.
+"""
+
+from llava_vitsplit.dense.presets import DensePreset, dense_param_report, dense_presets, get_dense_preset
+
+__all__ = ["DensePreset", "dense_param_report", "dense_presets", "get_dense_preset"]

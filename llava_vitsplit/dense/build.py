@@ -1,0 +1,101 @@
+"""Build backbones, adapters, heads and whole dense models from a ``DensePreset``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from llava_vitsplit.adapter import AdapterConfig, ViTSplitAdapter
+from llava_vitsplit.backbones.base import FrozenBackbone
+from llava_vitsplit.backbones.configs import backbone_config
+from llava_vitsplit.dense.heads import DepthHead, SegmentationHead
+from llava_vitsplit.dense.model import DenseModel, TaskBranch
+from llava_vitsplit.dense.presets import DensePreset
+
+
+def build_backbone(
+    spec: str | dict[str, Any], weights: str | Path | None = None, torch_dtype: torch.dtype = torch.float32
+) -> FrozenBackbone:
+    """A frozen backbone from an embedded config name or config dict, loading ``weights`` if given.
+
+    ``weights``: a transformers checkpoint folder (DINOv2 / CLIP), or for
+    ``{"model_type": "open_clip", "model_name": ...}`` an open_clip weights file. Without weights the
+    tower is randomly initialised (tests, parameter accounting). A checkpoint whose width or depth
+    differs from the preset's backbone is refused, since the adapter's layer choices depend on them.
+    """
+    config = backbone_config(spec) if isinstance(spec, str) else dict(spec)
+    if config.get("model_type") == "open_clip":
+        from llava_vitsplit.backbones.open_clip import OpenClipBackbone
+
+        if "model_name" not in config:
+            raise ValueError("an open_clip backbone config needs 'model_name' (e.g. 'ViT-B-16')")
+        return OpenClipBackbone.create(config["model_name"], pretrained=str(weights) if weights else None)
+
+    from llava_vitsplit.backbones.hf import HFBackbone
+
+    if weights is None:
+        backbone = HFBackbone.from_config(config)
+    else:
+        backbone = HFBackbone.from_pretrained(weights, torch_dtype=torch_dtype)
+        expected = (config.get("hidden_size"), config.get("num_hidden_layers"))
+        got = (backbone.channels, backbone.num_layers)
+        if None not in expected and expected != got:
+            raise ValueError(
+                f"backbone weights {weights} have width/depth {got}, but the preset's backbone "
+                f"{spec if isinstance(spec, str) else config.get('model_type')} expects {expected}"
+            )
+    return backbone.to(torch_dtype)
+
+
+def build_adapter(preset: DensePreset, backbone: FrozenBackbone) -> ViTSplitAdapter:
+    """The shared ``ViTSplitAdapter`` over all of the backbone's blocks."""
+    config = AdapterConfig.from_dict(preset.adapter)
+    return ViTSplitAdapter(
+        config, backbone.blocks, backbone.num_layers, backbone.channels, backbone.num_prefix_tokens
+    )
+
+
+def build_head(preset: DensePreset, channels: int) -> nn.Module:
+    if preset.task == "segmentation":
+        return SegmentationHead(channels, preset.num_classes)
+    if preset.task == "depth":
+        return DepthHead(channels, min_depth=preset.min_depth)
+    raise ValueError(f"preset {preset.name!r}: no dense head for task {preset.task!r} (use build_detector)")
+
+
+def build_branch(preset: DensePreset, backbone: FrozenBackbone) -> TaskBranch:
+    adapter = build_adapter(preset, backbone)
+    return TaskBranch(preset.task, adapter, build_head(preset, adapter.out_channels))
+
+
+def branch_name(preset: DensePreset) -> str:
+    return preset.name
+
+
+def build_model(presets: Sequence[DensePreset], backbone: FrozenBackbone) -> DenseModel:
+    """One ``DenseModel`` with a branch per preset (named by preset name), all on ``backbone``."""
+    names = [branch_name(p) for p in presets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate task branches {names}")
+    return DenseModel(backbone, {branch_name(p): build_branch(p, backbone) for p in presets})
+
+
+def build_detector(preset: DensePreset, backbone: FrozenBackbone, **kwargs: Any) -> nn.Module:
+    """torchvision Mask R-CNN whose backbone is ``backbone`` + adapter + detection neck.
+
+    ``preset.extra["detector"]`` holds extra ``MaskRCNN`` keyword arguments (and ``fpn_channels``);
+    ``kwargs`` override them.
+    """
+    from llava_vitsplit.dense.detection import build_mask_rcnn
+
+    if preset.task != "detection":
+        raise ValueError(f"preset {preset.name!r} is a {preset.task} preset, not detection")
+    kwargs = {**preset.extra.get("detector", {}), **kwargs}
+    min_size, max_size = preset.crop_size
+    kwargs.setdefault("min_size", min_size)
+    kwargs.setdefault("max_size", max_size)
+    return build_mask_rcnn(backbone, build_adapter(preset, backbone), preset.num_classes, **kwargs)

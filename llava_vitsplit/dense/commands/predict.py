@@ -1,0 +1,97 @@
+"""``llava-vitsplit dense-predict``: run one or more checkpoints on images and write PNGs.
+
+Segmentation -> ``<out>/<preset>/<image>.png`` palette masks (pixel value = class id);
+depth -> ``<image>_depth.png`` (16-bit millimetres) and ``<image>_depth_colour.png``;
+detection -> ``<image>.png`` with boxes/masks drawn and ``<image>.json``. Several segmentation/depth
+checkpoints on the same backbone share one frozen pass per image (multi-task inference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="llava-vitsplit dense-predict", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", action="append", required=True, help="repeat for multi-task inference")
+    p.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbone-weights")
+    p.add_argument(
+        "--score-threshold", type=float, default=0.5, help="detection: boxes drawn at or above this"
+    )
+    p.add_argument("--device", default=None)
+    args = p.parse_args(argv)
+
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    from llava_vitsplit.dense.data import list_images, load_rgb
+    from llava_vitsplit.dense.inference import predict_resized
+    from llava_vitsplit.dense.loading import load_models
+    from llava_vitsplit.dense.transforms import eval_image_transform
+    from llava_vitsplit.dense.visualize import save_depth, save_depth_colour, save_detections, save_mask
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaded = load_models(args.checkpoint, args.backbone_weights, device)
+    out = Path(args.out)
+    images = list_images(args.images)
+    written = 0
+    with torch.no_grad():
+        for path in images:
+            rgb = TF.to_image(load_rgb(path))  # [3, H, W] uint8
+            size = tuple(rgb.shape[-2:])
+            if loaded.dense is not None:
+                # one preset's resize for all branches: they share one frozen pass
+                first = loaded.dense_presets[0]
+                pixels = eval_image_transform(first.test_size)(rgb)[None].to(device)  # [1, 3, h, w]
+                slide = first.slide_stride is not None and all(p.slide_stride for p in loaded.dense_presets)
+                crop = first.crop_size if slide else None
+                stride = first.slide_stride if slide else None
+                outputs = _multi_predict(loaded.dense, pixels, size, crop, stride, predict_resized)
+                for preset in loaded.dense_presets:
+                    pred = outputs[preset.name][0]  # [K, H, W]
+                    if preset.task == "segmentation":
+                        save_mask(pred.argmax(0), out / preset.name / f"{path.stem}.png", preset.num_classes)
+                    else:
+                        save_depth(pred[0], out / preset.name / f"{path.stem}_depth.png", preset.depth_scale)
+                        save_depth_colour(
+                            pred[0], out / preset.name / f"{path.stem}_depth_colour.png", preset.max_depth
+                        )
+                    written += 1
+            for preset, model in loaded.detectors:
+                image = TF.to_dtype(rgb, torch.float32, scale=True)
+                result = model([image.to(device)])[0]
+                save_detections(image, result, out / preset.name / f"{path.stem}.png", args.score_threshold)
+                keep = result["scores"] >= args.score_threshold
+                (out / preset.name / f"{path.stem}.json").write_text(
+                    json.dumps(
+                        {
+                            "boxes_xyxy": result["boxes"][keep].tolist(),
+                            "labels": result["labels"][keep].tolist(),
+                            "scores": result["scores"][keep].tolist(),
+                        }
+                    )
+                )
+                written += 1
+    print(f"wrote {written} prediction(s) for {len(images)} image(s) under {out}")
+    return 0
+
+
+def _multi_predict(model, pixels, size, crop, stride, predict_resized):
+    """All branches at once: each window is one frozen pass feeding every branch."""
+    import torch
+
+    names = list(model.branches)
+    widths: list[int] = []
+
+    def joint(x):
+        outs = model(x)  # {name: [B, K, h, w]}
+        if not widths:
+            widths.extend(outs[n].shape[1] for n in names)
+        return torch.cat([outs[n].float() for n in names], dim=1)  # [B, sum K, h, w]
+
+    stacked = predict_resized(joint, pixels, size, crop, stride)  # [B, sum K, H, W]
+    return dict(zip(names, stacked.split(widths, dim=1), strict=True))

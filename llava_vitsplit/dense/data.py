@@ -1,0 +1,289 @@
+"""Dense datasets in their standard on-disk layouts, with checks that name the offending file.
+
+Segmentation layouts (``split`` is ``train`` or ``val``):
+
+- ``ade20k``: ``images/{training,validation}/*.jpg`` + ``annotations/{...}/<stem>.png`` (0 = "other",
+  reduced to the ignore index with ``reduce_zero_label``).
+- ``cityscapes``: ``leftImg8bit/{split}/<city>/<x>_leftImg8bit.png`` +
+  ``gtFine/{split}/<city>/<x>_gtFine_labelTrainIds.png`` (train ids, 255 ignored).
+- ``pascal_context``: ``JPEGImages/<id>.jpg`` + ``SegmentationClassContext/<id>.png``, ids listed in
+  ``ImageSets/SegmentationContext/{split}.txt``.
+- ``folder``: ``images/{split}/*`` + ``labels/{split}/<stem>.png`` (label values are class ids).
+
+Depth layouts: ``nyu``: ``{split}.txt`` (or ``nyu_{split}.txt``) whose lines are
+``<rgb path> <depth path> [...]`` relative to the root (BTS / Monocular-Depth-Estimation-Toolbox lists),
+depth as 16-bit PNG in millimetres (``depth_scale`` 1000); ``folder``: ``images/{split}/*`` +
+``depths/{split}/<stem>.png``.
+
+Detection: COCO ``instances_*.json`` through ``torchvision.datasets.CocoDetection`` wrapped for
+transforms v2 (boxes XYXY, masks, labels = COCO category ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_ADE_SPLITS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} folder {path} does not exist")
+    return path
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _pair_by_stem(image_dir: Path, label_dir: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
+    _require_dir(image_dir, "image")
+    _require_dir(label_dir, "label")
+    pairs = []
+    for image in _images_in(image_dir):
+        label = label_dir / f"{image.stem}{suffix}"
+        if not label.is_file():
+            raise FileNotFoundError(f"missing label file {label} for image {image}")
+        pairs.append((image, label))
+    return pairs
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"split list {path} does not exist")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def segmentation_pairs(root: str | Path, layout: str, split: str) -> list[tuple[Path, Path]]:
+    """``(image, label)`` paths of a segmentation split in one of the standard layouts."""
+    root = _require_dir(Path(root), "dataset root")
+    if layout == "ade20k":
+        sub = _ADE_SPLITS.get(split, split)
+        pairs = _pair_by_stem(root / "images" / sub, root / "annotations" / sub)
+    elif layout == "cityscapes":
+        image_root = _require_dir(root / "leftImg8bit" / split, "image")
+        pairs = []
+        for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
+            stem = image.name[: -len("_leftImg8bit.png")]
+            label = root / "gtFine" / split / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
+            if not label.is_file():
+                raise FileNotFoundError(f"missing label file {label} for image {image}")
+            pairs.append((image, label))
+    elif layout == "pascal_context":
+        pairs = []
+        for stem in _read_list(root / "ImageSets" / "SegmentationContext" / f"{split}.txt"):
+            image = root / "JPEGImages" / f"{stem}.jpg"
+            label = root / "SegmentationClassContext" / f"{stem}.png"
+            for path in (image, label):
+                if not path.is_file():
+                    raise FileNotFoundError(f"missing file {path} listed in the {split} split")
+            pairs.append((image, label))
+    elif layout == "folder":
+        pairs = _pair_by_stem(root / "images" / split, root / "labels" / split)
+    else:
+        raise ValueError(
+            f"unknown segmentation layout {layout!r}; valid: ade20k, cityscapes, pascal_context, folder"
+        )
+    if not pairs:
+        raise FileNotFoundError(f"no images found for split {split!r} of the {layout} layout under {root}")
+    return pairs
+
+
+def depth_pairs(root: str | Path, layout: str, split: str) -> list[tuple[Path, Path]]:
+    """``(image, depth PNG)`` paths of a depth split."""
+    root = _require_dir(Path(root), "dataset root")
+    if layout == "nyu":
+        listing = next((root / n for n in (f"{split}.txt", f"nyu_{split}.txt") if (root / n).is_file()), None)
+        if listing is None:
+            raise FileNotFoundError(
+                f"no split list {root / f'{split}.txt'} (or nyu_{split}.txt) for the nyu layout"
+            )
+        pairs = []
+        for number, line in enumerate(_read_list(listing), start=1):
+            parts = line.split()
+            if len(parts) < 2:
+                raise ValueError(f"{listing}:{number}: expected '<rgb path> <depth path>', got {line!r}")
+            image, depth = (root / parts[0].lstrip("/"), root / parts[1].lstrip("/"))
+            for path in (image, depth):
+                if not path.is_file():
+                    raise FileNotFoundError(f"missing file {path} listed in {listing}:{number}")
+            pairs.append((image, depth))
+    elif layout == "folder":
+        pairs = _pair_by_stem(root / "images" / split, root / "depths" / split)
+    else:
+        raise ValueError(f"unknown depth layout {layout!r}; valid: nyu, folder")
+    if not pairs:
+        raise FileNotFoundError(f"no images found for split {split!r} of the {layout} layout under {root}")
+    return pairs
+
+
+def load_rgb(path: Path) -> Image.Image:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def _check_same_size(
+    image: Image.Image, image_path: Path, other: np.ndarray, other_path: Path, what: str
+) -> None:
+    if (image.height, image.width) != other.shape:
+        raise ValueError(
+            f"{what} {other_path} is {other.shape[1]}x{other.shape[0]} but its image {image_path} is "
+            f"{image.width}x{image.height} (width x height)"
+        )
+
+
+def load_label(
+    path: Path, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False
+) -> np.ndarray:
+    """Class-id map ``[H, W]`` (int64) from a label PNG; ids outside ``[0, K)`` and ``ignore_index`` raise."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"label file {path} does not exist")
+    with Image.open(path) as img:
+        if img.mode not in ("L", "P", "I", "I;16"):
+            raise ValueError(
+                f"label {path} has mode {img.mode}; expected a single-channel (L/P) PNG of class ids"
+            )
+        label = np.array(img, dtype=np.int64)
+    if reduce_zero_label:
+        label = np.where(label == 0, ignore_index, label - 1)
+        label[label == ignore_index - 1] = ignore_index
+    bad = np.unique(label[(label != ignore_index) & ((label < 0) | (label >= num_classes))])
+    if bad.size:
+        raise ValueError(
+            f"label {path} has unknown class id(s) {bad.tolist()[:10]}: valid are 0..{num_classes - 1} "
+            f"and {ignore_index} (ignore){' after reduce_zero_label' if reduce_zero_label else ''}"
+        )
+    return label
+
+
+def load_depth(path: Path, depth_scale: float) -> np.ndarray:
+    """Depth in metres ``[H, W]`` (float32) from a 16-bit PNG (``value / depth_scale``; 0 = invalid)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"depth file {path} does not exist")
+    with Image.open(path) as img:
+        if img.mode not in ("I", "I;16", "I;16B", "L"):
+            raise ValueError(f"depth map {path} has mode {img.mode}; expected a single-channel 16-bit PNG")
+        return np.array(img, dtype=np.float32) / depth_scale
+
+
+class SegmentationDataset(Dataset):
+    """Items ``{"pixel_values": [3, H, W], "labels": [H, W] int64, "path": str}`` after ``transform``.
+
+    ``transform(image: tv_tensors.Image, label: tv_tensors.Mask) -> (image, label)``; in evaluation
+    use ``label_transform=False`` transforms that leave the label at its original size.
+    """
+
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        num_classes: int,
+        transform: Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        ignore_index: int = 255,
+        reduce_zero_label: bool = False,
+    ) -> None:
+        self.pairs = pairs
+        self.num_classes = num_classes
+        self.transform = transform
+        self.ignore_index = ignore_index
+        self.reduce_zero_label = reduce_zero_label
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_path, label_path = self.pairs[index]
+        image = load_rgb(image_path)
+        label = load_label(label_path, self.num_classes, self.ignore_index, self.reduce_zero_label)
+        _check_same_size(image, image_path, label, label_path, "label")
+        pixels = tv_tensors.Image(
+            torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        )  # [3, H, W] uint8
+        mask = tv_tensors.Mask(torch.from_numpy(label))  # [H, W]
+        if self.transform is not None:
+            pixels, mask = self.transform(pixels, mask)
+        return {
+            "pixel_values": pixels.as_subclass(torch.Tensor),
+            "labels": mask.as_subclass(torch.Tensor).long(),
+            "path": str(image_path),
+        }
+
+
+class DepthDataset(Dataset):
+    """Items ``{"pixel_values": [3, H, W], "depth": [H, W] float32 metres, "path": str}``."""
+
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        depth_scale: float = 1000.0,
+        transform: Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
+        self.pairs = pairs
+        self.depth_scale = depth_scale
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_path, depth_path = self.pairs[index]
+        image = load_rgb(image_path)
+        depth = load_depth(depth_path, self.depth_scale)
+        _check_same_size(image, image_path, depth, depth_path, "depth map")
+        pixels = tv_tensors.Image(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))  # [3, H, W]
+        target = tv_tensors.Mask(torch.from_numpy(depth))  # [H, W] metres
+        if self.transform is not None:
+            pixels, target = self.transform(pixels, target)
+        return {
+            "pixel_values": pixels.as_subclass(torch.Tensor),
+            "depth": target.as_subclass(torch.Tensor).float(),
+            "path": str(image_path),
+        }
+
+
+def coco_dataset(image_dir: str | Path, annotation_file: str | Path, transforms=None):
+    """COCO instances as ``(image, target)`` with ``boxes`` (XYXY), ``masks``, ``labels`` (category ids), ``image_id``."""
+    from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+
+    image_dir, annotation_file = Path(image_dir), Path(annotation_file)
+    _require_dir(image_dir, "COCO image")
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"COCO annotation file {annotation_file} does not exist")
+    dataset = CocoDetection(str(image_dir), str(annotation_file), transforms=transforms)
+    missing = [
+        img["file_name"] for img in dataset.coco.imgs.values() if not (image_dir / img["file_name"]).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) listed in {annotation_file} are missing from {image_dir}, e.g. {missing[:3]}"
+        )
+    return wrap_dataset_for_transforms_v2(dataset, target_keys=("image_id", "boxes", "labels", "masks"))
+
+
+def list_images(paths: list[str | Path]) -> list[Path]:
+    """Image files from files and folders (folders: their images, sorted); missing paths raise."""
+    found: list[Path] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            found += _images_in(path)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"image path {path} does not exist")
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {[str(p) for p in paths]}")
+    return found
