@@ -34,7 +34,7 @@ TINY_IMAGE_SIZE = 56
 TINY_PATCH = 14
 TINY_WIDTH = 32
 TINY_CORPUS = [
-    "A chat between a curious human and an artificial intelligence assistant.",
+    "A chat between a curious user and an artificial intelligence assistant.",
     "The assistant gives helpful, detailed, and polite answers to the human's questions.",
     "USER: What colour is the shape? ASSISTANT: The shape is red.",
     "What shape is in the image? A blue circle on a white background.",

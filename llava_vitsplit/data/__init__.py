@@ -1,0 +1,33 @@
+"""Training data for LLaVA-ViT-Split: LLaVA records, templates with exact label masks, dataset, sampler.
+
+The quickstart's ``easy_vqa`` converter lives here too but is independent of these modules.
+"""
+
+from llava_vitsplit.data.collator import SupervisedCollator
+from llava_vitsplit.data.dataset import LazySupervisedDataset, count_image_tokens
+from llava_vitsplit.data.encoding import IGNORE_INDEX, Encoded, encode
+from llava_vitsplit.data.images import load_image
+from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, Sample, Turn, load_records, parse_record
+from llava_vitsplit.data.sampler import ModalityLengthGroupedSampler, modality_length_grouped_indices
+from llava_vitsplit.data.templates import TEMPLATES, Rendered, get_template
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_TAG",
+    "TEMPLATES",
+    "DataProblem",
+    "Encoded",
+    "LazySupervisedDataset",
+    "ModalityLengthGroupedSampler",
+    "Rendered",
+    "Sample",
+    "SupervisedCollator",
+    "Turn",
+    "count_image_tokens",
+    "encode",
+    "get_template",
+    "load_image",
+    "load_records",
+    "modality_length_grouped_indices",
+    "parse_record",
+]

@@ -1,0 +1,143 @@
+"""LLaVA data records: reading JSON / JSONL files and checking each record's structure.
+
+A record is ``{"id": ..., "image": "relative/path.jpg" (optional), "conversations": [{"from": "human",
+"value": "<image>\\nQuestion"}, {"from": "gpt", "value": "Answer"}, ...]}``. Roles ``human``/``user`` and
+``gpt``/``assistant`` are accepted; turns must alternate starting with the user. As in LLaVA-1.5, the
+``<image>`` tag is moved to the start of the first user turn followed by a newline; a record with an
+image but no tag gets one there. Every problem is a ``DataProblem`` naming the record and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+IMAGE_TAG = "<image>"
+USER, ASSISTANT = "user", "assistant"
+_ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
+
+
+class DataProblem(ValueError):
+    """A record or image that cannot be trained on; ``kind`` groups problems for counting."""
+
+    def __init__(self, record_id: str, kind: str, detail: str) -> None:
+        super().__init__(f"sample {record_id!r}: {kind}: {detail}")
+        self.record_id = record_id
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "user" | "assistant"
+    text: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One checked record: ``image`` is the path relative to the image folder, or None (text-only)."""
+
+    id: str
+    image: str | None
+    turns: tuple[Turn, ...]
+
+    @property
+    def num_words(self) -> int:
+        return sum(len(turn.text.split()) for turn in self.turns)
+
+
+@dataclass(frozen=True)
+class _BadLine:
+    """An unparsable JSONL line, kept so that it is reported like any other bad record."""
+
+    where: str
+    error: str
+
+
+def load_records(path: str | Path) -> list[Any]:
+    """All records of a ``.json`` (one list) or ``.jsonl`` (one record per line) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                # Kept as a raw string so the dataset reports it with its line instead of failing the file.
+                records.append(_BadLine(f"{path.name}:{line_no}", str(exc)))
+        return records
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); use .jsonl for one record per line") from exc
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def record_id(record: Any, index: int) -> str:
+    if isinstance(record, _BadLine):
+        return record.where
+    if isinstance(record, dict) and "id" in record:
+        return str(record["id"])
+    return f"#{index}"
+
+
+def parse_record(record: Any, index: int) -> Sample:
+    """Check one raw record and return a ``Sample`` or raise ``DataProblem``."""
+    rid = record_id(record, index)
+    if isinstance(record, _BadLine):
+        raise DataProblem(rid, "malformed_record", f"invalid JSON line ({record.error})")
+    if not isinstance(record, dict):
+        raise DataProblem(rid, "malformed_record", f"record is a {type(record).__name__}, not an object")
+    image = record.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise DataProblem(rid, "malformed_record", f"field 'image' must be a non-empty string, got {image!r}")
+    conversations = record.get("conversations")
+    if not isinstance(conversations, list) or not conversations:
+        raise DataProblem(rid, "malformed_record", "field 'conversations' must be a non-empty list")
+    turns = []
+    for i, turn in enumerate(conversations):
+        if not isinstance(turn, dict):
+            raise DataProblem(rid, "malformed_record", f"conversations[{i}] is not an object")
+        role = _ROLES.get(str(turn.get("from", "")).lower())
+        if role is None:
+            raise DataProblem(
+                rid, "malformed_record", f"conversations[{i}].from={turn.get('from')!r} (use human/gpt)"
+            )
+        expected = USER if i % 2 == 0 else ASSISTANT
+        if role != expected:
+            raise DataProblem(
+                rid, "malformed_record", f"conversations[{i}] is {role}; turns must alternate user/assistant"
+            )
+        value = turn.get("value")
+        if not isinstance(value, str):
+            raise DataProblem(rid, "malformed_record", f"conversations[{i}].value must be a string")
+        turns.append(Turn(role, value))
+    if turns[-1].role != ASSISTANT:
+        turns = turns[:-1]  # a trailing question has no answer to learn
+    if not turns:
+        raise DataProblem(rid, "malformed_record", "no assistant reply")
+    if any(not t.text.strip() for t in turns if t.role == ASSISTANT):
+        raise DataProblem(rid, "malformed_record", "empty assistant reply")
+
+    num_tags = sum(t.text.count(IMAGE_TAG) for t in turns)
+    if image is None and num_tags:
+        raise DataProblem(
+            rid, "image_tag_without_image", f"{num_tags} {IMAGE_TAG} tag(s) but no 'image' field"
+        )
+    if num_tags > 1 or IMAGE_TAG in "".join(t.text for t in turns[1:]):
+        raise DataProblem(
+            rid, "bad_image_tag", f"one image needs exactly one {IMAGE_TAG} tag, in the first user turn"
+        )
+    if image is not None:
+        question = turns[0].text.replace(IMAGE_TAG, "").strip()
+        turns[0] = Turn(USER, f"{IMAGE_TAG}\n{question}")
+    return Sample(id=rid, image=image, turns=tuple(turns))

@@ -1,0 +1,152 @@
+"""``llava-vitsplit validate-data``: report every problem in a training set before a run starts.
+
+Checks every record's structure, decodes every image fully, and (given the tokenizer and vision tower,
+or a processor) renders and tokenizes every sample with the chosen template and ``model_max_length``.
+Prints one line per problem (sample id, kind, detail) and a summary; exits 1 when anything is wrong.
+
+    llava-vitsplit validate-data --data_path train.json --image_folder images/ \\
+        --model_name_or_path lmsys/vicuna-7b-v1.5 --vision_tower openai/clip-vit-large-patch14-336 \\
+        --version vicuna_v1 --model_max_length 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llava_vitsplit.data.encoding import encode
+from llava_vitsplit.data.images import load_image
+from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, load_records, parse_record
+from llava_vitsplit.data.templates import TEMPLATES, get_template
+
+
+@dataclass
+class ValidationReport:
+    num_records: int = 0
+    num_images: int = 0
+    num_text_only: int = 0
+    problems: list[DataProblem] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(p.kind for p in self.problems)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {
+            "num_records": self.num_records,
+            "num_usable": self.num_records - len(self.problems),
+            "num_images": self.num_images,
+            "num_text_only": self.num_text_only,
+            "problem_counts": dict(sorted(self.counts.items())),
+            "problems": [{"id": p.record_id, "kind": p.kind, "detail": p.detail} for p in self.problems],
+        }
+
+
+def validate_data(
+    data_paths: list[str | Path],
+    image_folder: str | Path | None = None,
+    processor=None,
+    template: str = "vicuna_v1",
+    model_max_length: int | None = None,
+) -> ValidationReport:
+    """Check every record (and, with a processor, its tokenization); never raises on a bad sample."""
+    report = ValidationReport()
+    template_obj = get_template(template)
+    num_image_tokens = image_token_id = None
+    if processor is not None:
+        from llava_vitsplit.data.dataset import count_image_tokens
+
+        num_image_tokens = count_image_tokens(processor)
+        image_token_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_TAG)
+    folder = Path(image_folder) if image_folder else None
+    for path in data_paths:
+        for index, record in enumerate(load_records(path)):
+            report.num_records += 1
+            try:
+                sample = parse_record(record, index)
+                if sample.image is not None:
+                    report.num_images += 1
+                    load_image(folder / sample.image if folder else Path(sample.image), sample.id)
+                else:
+                    report.num_text_only += 1
+                if processor is not None:
+                    rendered = template_obj.render(sample, processor.tokenizer)
+                    encode(
+                        rendered,
+                        processor.tokenizer,
+                        image_token_id=image_token_id,
+                        num_image_tokens=num_image_tokens,
+                        max_length=model_max_length,
+                        sample_id=sample.id,
+                    )
+            except DataProblem as problem:
+                report.problems.append(problem)
+    return report
+
+
+def _load_processor(args):
+    if args.processor:
+        from transformers import AutoProcessor
+
+        import llava_vitsplit  # noqa: F401  (registers the llava_vitsplit processor)
+
+        return AutoProcessor.from_pretrained(args.processor)
+    if args.model_name_or_path and args.vision_tower:
+        from llava_vitsplit.train.parts import processor_from_parts
+
+        return processor_from_parts(
+            args.vision_tower, args.model_name_or_path, image_aspect_ratio=args.image_aspect_ratio
+        )
+    if args.model_name_or_path or args.vision_tower:
+        raise SystemExit("validate-data: give both --model_name_or_path and --vision_tower (or --processor)")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llava-vitsplit validate-data", description=__doc__.split("\n")[0])
+    parser.add_argument("--data_path", nargs="+", required=True, help="LLaVA .json / .jsonl file(s)")
+    parser.add_argument(
+        "--image_folder", default=None, help="folder the records' 'image' paths are relative to"
+    )
+    parser.add_argument(
+        "--model_name_or_path", default=None, help="LLM (for its tokenizer); enables token checks"
+    )
+    parser.add_argument("--vision_tower", default=None, help="vision tower (for its image processor)")
+    parser.add_argument(
+        "--processor", default=None, help="a saved llava_vitsplit checkpoint/processor instead"
+    )
+    parser.add_argument(
+        "--version", default="vicuna_v1", choices=sorted(TEMPLATES), help="conversation template"
+    )
+    parser.add_argument("--model_max_length", type=int, default=2048)
+    parser.add_argument("--image_aspect_ratio", default="pad", choices=["pad", "resize"])
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    args = parser.parse_args(argv)
+
+    report = validate_data(
+        args.data_path, args.image_folder, _load_processor(args), args.version, args.model_max_length
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            print(f"{problem.record_id}\t{problem.kind}\t{problem.detail}")
+        summary = report.to_dict()
+        print(
+            f"{summary['num_records']} records ({summary['num_images']} with image, "
+            f"{summary['num_text_only']} text-only): {summary['num_usable']} usable, "
+            f"{len(report.problems)} with problems {summary['problem_counts'] or ''}".rstrip()
+        )
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

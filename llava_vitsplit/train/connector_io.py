@@ -1,0 +1,113 @@
+"""Stage-1 output: the connector alone (``connector.safetensors``) plus the settings that built it.
+
+``connector_config.json`` holds the connector type, adapter settings, fusion output, feature layer and the
+vision/LLM widths and part names, so stage 2 rebuilds exactly the same connector before loading the
+weights (and refuses a connector trained for other parts). Under ZeRO-3 the partitioned parameters are
+gathered before saving, so the file never holds size-0 tensors. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CONNECTOR_WEIGHTS = "connector.safetensors"
+CONNECTOR_CONFIG = "connector_config.json"
+# Settings that must agree between the stage-1 connector and the stage-2 model.
+MUST_MATCH = (
+    "connector_type",
+    "adapter",
+    "fusion_output",
+    "vision_feature_layer",
+    "vision_hidden_size",
+    "text_hidden_size",
+)
+
+
+def connector_settings(model, **extra) -> dict:
+    config = model.config
+    return {
+        "connector_type": config.connector_type,
+        "adapter": config.adapter,
+        "fusion_output": config.fusion_output,
+        "vision_feature_layer": config.vision_feature_layer,
+        "vision_hidden_size": config.vision_config.hidden_size,
+        "text_hidden_size": config.text_config.hidden_size,
+        **extra,
+    }
+
+
+def _gathered(parameters: list[torch.nn.Parameter]):
+    if any(hasattr(p, "ds_id") for p in parameters):  # ZeRO-3 partitioned
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(parameters, modifier_rank=None)
+    return nullcontext()
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_connector(model, out_dir: str | Path, is_main_process: bool = True, **extra) -> Path:
+    """Write ``connector.safetensors`` + ``connector_config.json`` into ``out_dir``; returns the weights path."""
+    out_dir = Path(out_dir)
+    connector = model.model.multi_modal_projector
+    with _gathered(list(connector.parameters())):
+        state = {
+            name: t.detach().to("cpu").clone().contiguous() for name, t in connector.state_dict().items()
+        }
+    if is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings = connector_settings(model, **extra)
+        _atomic_write(
+            out_dir / CONNECTOR_WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"})
+        )
+        _atomic_write(out_dir / CONNECTOR_CONFIG, lambda p: p.write_text(json.dumps(settings, indent=2)))
+    return out_dir / CONNECTOR_WEIGHTS
+
+
+def resolve_connector_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONNECTOR_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"stage-1 connector not found: {path} (expected the stage-1 output folder)")
+    return path
+
+
+def read_connector_settings(path: str | Path) -> dict:
+    config_path = resolve_connector_path(path).with_name(CONNECTOR_CONFIG)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} is missing: cannot tell which connector {path} holds")
+    return json.loads(config_path.read_text())
+
+
+def load_connector(model, path: str | Path) -> None:
+    """Load stage-1 connector weights into ``model`` (checks settings and every tensor's shape)."""
+    weights = resolve_connector_path(path)
+    saved, current = read_connector_settings(weights), connector_settings(model)
+    mismatched = {k: (saved.get(k), current[k]) for k in MUST_MATCH if saved.get(k) != current[k]}
+    if mismatched:
+        raise ValueError(
+            f"connector {weights} was trained with other settings (saved, current): {mismatched}"
+        )
+    state = load_file(str(weights))
+    connector = model.model.multi_modal_projector
+    expected = connector.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"connector {weights}: missing keys {missing}, unexpected keys {unexpected}")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ValueError(
+                f"connector {weights}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(expected[name].shape)}"
+            )
+    connector.load_state_dict(state, strict=True)

@@ -1,0 +1,257 @@
+"""Build the model and processor for a training run and set what trains (the stage policy).
+
+Resolution order for every model setting: the command line, then the stage-1 connector's saved
+settings (stage 2), then ``--preset``, then the built-in default. The stage policy is
+``llava_vitsplit.stages``: stage 1 (``--tune_mm_mlp_adapter``) trains the connector only, task head
+included; stage 2 trains connector + LLM (``--lora_enable``: LoRA on the LLM's linear layers, the connector
+fully); the vision tower never trains. The global seed is set before building, so the connector init,
+the new ``<image>`` embedding row and the LoRA init are the same on every rank and in ``merge-lora``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, set_seed
+
+from llava_vitsplit.train.arguments import MODEL_DEFAULTS, DataArguments, ModelArguments, TrainingArguments
+from llava_vitsplit.train.connector_io import load_connector, read_connector_settings
+
+logger = logging.getLogger(__name__)
+
+RECIPE_FILE = "llava_vitsplit_recipe.json"  # how to rebuild a LoRA run's base model (for merge-lora)
+
+
+@dataclass
+class BuildRecipe:
+    """Everything ``build_model`` needs; saved next to LoRA adapters so ``merge-lora`` rebuilds the base."""
+
+    vision_tower: str
+    language_model: str
+    connector_type: str
+    adapter: dict | None
+    fusion_output: str
+    vision_feature_layer: int
+    vision_feature_select_strategy: str
+    image_aspect_ratio: str
+    attn_implementation: str = "sdpa"
+    seed: int = 0
+    pretrain_mm_mlp_adapter: str | None = None
+    base_checkpoint: str | None = None  # continue from a saved llava_vitsplit checkpoint instead of parts
+    extra: dict = field(default_factory=dict)
+
+    def save(self, out_dir: str | Path) -> None:
+        Path(out_dir, RECIPE_FILE).write_text(json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> BuildRecipe:
+        path = Path(folder, RECIPE_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {folder} is not a llava-vitsplit LoRA output folder")
+        return cls(**json.loads(path.read_text()))
+
+
+def stage_of(model_args: ModelArguments) -> str:
+    return "pretrain" if model_args.tune_mm_mlp_adapter else "finetune"
+
+
+def resolve_recipe(
+    model_args: ModelArguments, data_args: DataArguments, seed: int
+) -> tuple[BuildRecipe, str]:
+    """The build recipe and the conversation template name for this run."""
+    from llava_vitsplit.presets import get_preset
+
+    preset = get_preset(model_args.preset) if model_args.preset else None
+    stage = stage_of(model_args)
+    saved = (
+        read_connector_settings(model_args.pretrain_mm_mlp_adapter)
+        if model_args.pretrain_mm_mlp_adapter
+        else {}
+    )
+
+    def pick(cli_value, saved_key, preset_value, default):
+        if cli_value is not None:
+            if saved_key in saved and saved[saved_key] != cli_value:
+                raise ValueError(
+                    f"{saved_key}={cli_value!r} disagrees with the stage-1 connector's {saved[saved_key]!r}"
+                )
+            return cli_value
+        if saved_key in saved:
+            return saved[saved_key]
+        return preset_value if preset_value is not None else default
+
+    vision_tower = (
+        model_args.vision_tower or saved.get("vision_tower") or (preset.vision_tower if preset else None)
+    )
+    language_model = (
+        model_args.model_name_or_path
+        or saved.get("language_model")
+        or (preset.language_model if preset else None)
+    )
+    if not vision_tower or not language_model:
+        raise ValueError("give --model_name_or_path and --vision_tower (or a --preset that names them)")
+    connector_type = pick(
+        model_args.mm_projector_type,
+        "connector_type",
+        preset and preset.connector_type,
+        MODEL_DEFAULTS["mm_projector_type"],
+    )
+    adapter = None
+    if connector_type == "vitsplit":
+        adapter = dict(saved.get("adapter") or (preset.adapter if preset and preset.adapter else {}))
+        overrides = model_args.adapter_overrides()
+        if saved and any(adapter.get(k) != v for k, v in overrides.items()):
+            raise ValueError(f"adapter settings {overrides} disagree with the stage-1 connector's {adapter}")
+        adapter.update(overrides)
+    stage_defaults = preset.train.get(stage, {}) if preset else {}
+    recipe = BuildRecipe(
+        vision_tower=vision_tower,
+        language_model=language_model,
+        connector_type=connector_type,
+        adapter=adapter,
+        fusion_output=pick(model_args.fusion_output, "fusion_output", preset and preset.fusion_output, "llm"),
+        vision_feature_layer=pick(
+            model_args.mm_vision_select_layer,
+            "vision_feature_layer",
+            preset and preset.vision_feature_layer,
+            MODEL_DEFAULTS["mm_vision_select_layer"],
+        ),
+        vision_feature_select_strategy=(preset.vision_feature_select_strategy if preset else "default"),
+        image_aspect_ratio=data_args.image_aspect_ratio
+        or stage_defaults.get("image_aspect_ratio")
+        or (preset.image_aspect_ratio if preset else "pad"),
+        attn_implementation=model_args.attn_implementation,
+        seed=seed,
+        pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
+    )
+    version = (
+        model_args.version
+        or stage_defaults.get("version")
+        or ("plain" if stage == "pretrain" else "vicuna_v1")
+    )
+    return recipe, version
+
+
+def torch_dtype_for(training_args: TrainingArguments) -> torch.dtype:
+    if training_args.bf16:
+        return torch.bfloat16
+    if training_args.fp16:
+        return torch.float16
+    return torch.float32
+
+
+def build_from_recipe(recipe: BuildRecipe, torch_dtype: torch.dtype = torch.float32):
+    """Deterministic (seeded) build of ``(model, processor)``, with the stage-1 connector loaded if any."""
+    from llava_vitsplit.model.builder import build_model
+
+    set_seed(recipe.seed)
+    if recipe.base_checkpoint:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(recipe.base_checkpoint, dtype=torch_dtype)
+        return model, AutoProcessor.from_pretrained(recipe.base_checkpoint)
+    model, processor = build_model(
+        recipe.vision_tower,
+        recipe.language_model,
+        connector_type=recipe.connector_type,
+        adapter=recipe.adapter,
+        fusion_output=recipe.fusion_output,
+        vision_feature_layer=recipe.vision_feature_layer,
+        vision_feature_select_strategy=recipe.vision_feature_select_strategy,
+        image_aspect_ratio=recipe.image_aspect_ratio,
+        torch_dtype=torch_dtype,
+        seed=recipe.seed,
+        attn_implementation=recipe.attn_implementation,
+    )
+    if recipe.pretrain_mm_mlp_adapter:
+        load_connector(model, recipe.pretrain_mm_mlp_adapter)
+        logger.info("loaded the stage-1 connector from %s", recipe.pretrain_mm_mlp_adapter)
+    return model, processor
+
+
+def is_llava_vitsplit_checkpoint(path: str | None) -> bool:
+    if not path:
+        return False
+    try:
+        return AutoConfig.from_pretrained(path).model_type == "llava_vitsplit"
+    except (OSError, ValueError):
+        return False
+
+
+def lora_target_modules(model) -> str:
+    """A regex over the LLM's linear layers (never the tower's, the connector's or the LM head)."""
+    leaves = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, m in model.model.language_model.named_modules()
+            if isinstance(m, nn.Linear)
+        }
+    )
+    return r".*\.language_model\..*\.(" + "|".join(leaves) + r")$"
+
+
+def apply_lora(model, training_args: TrainingArguments, train_connector: bool):
+    """Wrap ``model`` with peft LoRA; the connector trains fully (saved in the adapter as modules_to_save)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=training_args.lora_r,
+        lora_alpha=training_args.lora_alpha,
+        lora_dropout=training_args.lora_dropout,
+        bias=training_args.lora_bias,
+        target_modules=lora_target_modules(model),
+        modules_to_save=["multi_modal_projector"] if train_connector else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def setup_model(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """``(model, processor, recipe, version)`` ready for the Trainer, with the stage policy applied."""
+    from llava_vitsplit.stages import apply_stage
+
+    stage = stage_of(model_args)
+    if stage == "pretrain" and model_args.pretrain_mm_mlp_adapter:
+        raise ValueError(
+            "--tune_mm_mlp_adapter (stage 1) and --pretrain_mm_mlp_adapter (stage 2) exclude each other"
+        )
+    if stage == "pretrain" and training_args.lora_enable:
+        raise ValueError("--lora_enable applies to stage 2 only")
+    dtype = torch_dtype_for(training_args)
+    if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
+        path = model_args.model_name_or_path
+        config = AutoConfig.from_pretrained(path)
+        recipe = BuildRecipe(
+            vision_tower="",
+            language_model="",
+            connector_type=config.connector_type,
+            adapter=config.adapter,
+            fusion_output=config.fusion_output,
+            vision_feature_layer=config.vision_feature_layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            image_aspect_ratio="",
+            seed=training_args.seed,
+            base_checkpoint=path,
+        )
+        version = model_args.version or ("plain" if stage == "pretrain" else "vicuna_v1")
+    else:
+        recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
+    model, processor = build_from_recipe(recipe, dtype)
+    model.config.use_cache = False
+
+    apply_stage(model, stage)
+    train_connector = not training_args.freeze_mm_mlp_adapter
+    if not train_connector:
+        model.model.multi_modal_projector.requires_grad_(False)
+    if training_args.lora_enable:
+        model = apply_lora(model, training_args, train_connector)
+    if training_args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("stage %s: %d trainable parameters", stage, trainable)
+    return model, processor, recipe, version

@@ -1,0 +1,130 @@
+"""The transformers ``Trainer`` with the three things LLaVA-style training needs on top of it.
+
+- ``--group_by_modality_length``: the modality/length-grouped sampler (one optimizer step = one modality).
+- Learning-rate groups: the connector can get its own lr (``--mm_projector_lr``) and the ViT-Split task
+  head a multiplier of it (``--task_head_lr_multiplier``), each split into decay / no-decay groups. With
+  ZeRO optimizer offload the same groups go to DeepSpeed's CPU Adam (the DeepSpeed configs define no
+  optimizer, so these groups always apply).
+- Atomic checkpoints: a checkpoint is written under ``<output_dir>/.staging/checkpoint-N`` and renamed to
+  ``<output_dir>/checkpoint-N`` only when complete, so a run killed while saving never leaves a partial
+  ``checkpoint-N`` for ``--resume_from_checkpoint`` to trip over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from llava_vitsplit.data.sampler import ModalityLengthGroupedSampler
+
+logger = logging.getLogger(__name__)
+
+STAGING_DIR = ".staging"
+CONNECTOR_KEY = "multi_modal_projector."
+TASK_HEAD_KEY = ".task_head."
+
+
+class LlavaViTSplitTrainer(Trainer):
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(self.args, "group_by_modality_length", False) and hasattr(dataset, "modality_lengths"):
+            return ModalityLengthGroupedSampler(
+                dataset.modality_lengths,
+                batch_size=self.args.train_batch_size,
+                world_size=self.args.world_size * self.args.gradient_accumulation_steps,
+                seed=self.args.seed,
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    # -- learning-rate groups --------------------------------------------------------------------------
+    def parameter_groups(self, model) -> list[dict]:
+        """Trainable parameters grouped by (lr, weight decay); empty groups are left out."""
+        args = self.args
+        decay_names = set(self.get_decay_parameter_names(model))
+        connector_lr = args.mm_projector_lr if args.mm_projector_lr is not None else args.learning_rate
+        lrs = {
+            "llm": args.learning_rate,
+            "connector": connector_lr,
+            "task_head": connector_lr * args.task_head_lr_multiplier,
+        }
+        buckets: dict[tuple[str, bool], list] = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            if CONNECTOR_KEY in name:
+                kind = "task_head" if TASK_HEAD_KEY in name else "connector"
+            else:
+                kind = "llm"
+            buckets.setdefault((kind, name in decay_names), []).append(param)
+        return [
+            {"params": params, "lr": lrs[kind], "weight_decay": args.weight_decay if decay else 0.0}
+            for (kind, decay), params in sorted(buckets.items())
+        ]
+
+    def optimizer_offloaded(self) -> bool:
+        """ZeRO offloads the optimizer to CPU/NVMe (then DeepSpeed's CPU Adam must run the step)."""
+        ds_config = getattr(self.args, "hf_deepspeed_config", None)
+        if ds_config is None:
+            return False
+        return ds_config.get_value("zero_optimization.offload_optimizer.device") in ("cpu", "nvme")
+
+    def create_optimizer(self, model=None):
+        args = self.args
+        offload = self.optimizer_offloaded()
+        plain = args.mm_projector_lr is None and args.task_head_lr_multiplier == 1.0
+        if self.optimizer is not None or (plain and not offload):
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        groups = self.parameter_groups(opt_model)
+        if offload:  # AdamW on the offloaded fp32 master weights, with this trainer's lr groups
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            self.optimizer = DeepSpeedCPUAdam(
+                groups,
+                lr=args.learning_rate,
+                betas=(args.adam_beta1, args.adam_beta2),
+                eps=args.adam_epsilon,
+                weight_decay=args.weight_decay,
+                adamw_mode=True,
+            )
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # -- atomic checkpoints ----------------------------------------------------------------------------
+    def _get_output_dir(self, trial):
+        staging = getattr(self, "_staging_root", None)
+        return staging if staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        if self.args.should_save:
+            shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            if not os.listdir(staging_root):
+                os.rmdir(staging_root)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
