@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from llava_vitsplit.data import (
     IGNORE_INDEX,
@@ -127,7 +127,9 @@ def test_image_modes_become_8bit_rgb(image_dir):
         ("truncated.png", "corrupt_image"),
     ],
 )
-def test_unreadable_images_raise_a_problem(image_dir, name, kind):
+def test_unreadable_images_raise_a_problem(image_dir, name, kind, monkeypatch):
+    # some libraries (lmms-eval) set PIL's process-wide switch to accept truncated files
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(DataProblem) as info:
         load_image(image_dir / name, "s1")
     assert info.value.kind == kind and info.value.record_id == "s1" and name in info.value.detail

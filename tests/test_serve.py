@@ -51,8 +51,8 @@ def test_load_image_accepts_photo_and_converts_to_rgb(tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "text", "truncated", "huge", "over_limit"])
 def test_load_image_rejects_bad_files_with_named_error(tmp_path, case, monkeypatch):
-    # PIL's default; importing lmms_eval.api.task (other test files do) flips it globally to True
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    # importing lmms_eval.api.task flips PIL's process-wide switch to True: truncation must still be caught
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     path = tmp_path / f"{case}.png"
     if case == "text":
         path.write_text("this is not an image")

@@ -4,19 +4,27 @@ Handled: grayscale (``L``, ``LA``), palette (``P``), ``RGBA`` (composited on whi
 colour hidden under transparent pixels), ``CMYK``, and 16/32-bit integer images (``I;16``, ``I``,
 scaled from their bit depth to 8 bits instead of being clipped to white). Missing, unreadable,
 corrupt and truncated files raise ``DataProblem`` with the sample id and path.
+
+``decode_rgb`` is the one decoder, shared with the serving code: it checks the dimensions from the header
+before decoding (so a decompression bomb is refused without allocating it), decodes fully, and treats
+truncated data as an error even when another library has set PIL's process-wide
+``ImageFile.LOAD_TRUNCATED_IMAGES`` (lmms-eval does, on import).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from llava_vitsplit.data.records import DataProblem
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
@@ -35,20 +43,56 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, P, CMYK, YCbCr, 1, ...
 
 
-def load_image(path: str | Path, record_id: str) -> Image.Image:
-    """Decode ``path`` fully (so truncation is caught here, not in a worker mid-batch) as RGB."""
+class ImageDecodeError(ValueError):
+    """An image file that cannot be used; the message names it."""
+
+
+@contextmanager
+def _truncation_is_an_error() -> Iterator[None]:
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def check_dimensions(image: Image.Image, name: str, max_pixels: int | None = None) -> None:
+    """Refuse an image with an empty side or more than ``max_pixels`` pixels (header only, no decode)."""
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"image {name} has an empty side ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(
+            f"image {name} is {width}x{height} pixels, over the limit of {max_pixels} pixels"
+        )
+
+
+def decode_rgb(source: str | Path | BinaryIO, name: str, max_pixels: int | None = None) -> Image.Image:
+    """Fully decode ``source`` into an 8-bit RGB image or raise ``ImageDecodeError`` naming ``name``."""
+    try:
+        with _truncation_is_an_error(), Image.open(source) as image:
+            check_dimensions(image, name, max_pixels)
+            image.load()
+            rgb = to_rgb(image)
+            rgb.load()
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image {name} has too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{name} is not an image file PIL can read") from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated data, bad headers, decoder errors
+        raise ImageDecodeError(f"image {name} is corrupt or truncated: {exc}") from exc
+    return rgb
+
+
+def load_image(path: str | Path, record_id: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode a dataset image as RGB; any problem becomes a ``DataProblem`` for ``record_id``."""
     path = Path(path)
     if not path.is_file():
         raise DataProblem(record_id, "missing_image", f"image file not found: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = _to_rgb(image)
-            rgb.load()
-    except UnidentifiedImageError as exc:
-        raise DataProblem(record_id, "corrupt_image", f"{path}: not a readable image ({exc})") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated data, bad headers, decoder errors
-        raise DataProblem(record_id, "corrupt_image", f"{path}: {exc}") from exc
-    if min(rgb.size) < 1:
-        raise DataProblem(record_id, "corrupt_image", f"{path}: empty image {rgb.size}")
-    return rgb
+        return decode_rgb(path, str(path), max_pixels)
+    except ImageDecodeError as exc:
+        raise DataProblem(record_id, "corrupt_image", str(exc)) from exc

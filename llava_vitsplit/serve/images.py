@@ -13,7 +13,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from llava_vitsplit.data.images import ImageDecodeError, check_dimensions, decode_rgb, to_rgb
 
 DEFAULT_MAX_PIXELS = 40_000_000  # larger than any photo a LLaVA user sends; PIL's own bomb limit is ~89M
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -40,17 +42,6 @@ def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
     return data
 
 
-def check_size(image: Image.Image, name: str, max_pixels: int) -> None:
-    """Refuse images with a zero side or more than ``max_pixels`` pixels (read from the header)."""
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageLoadError(f"image {name} has an empty side ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageLoadError(
-            f"image {name} is {width}x{height} pixels, over the limit of {max_pixels} pixels"
-        )
-
-
 def load_image(
     source: str | Path | Image.Image,
     *,
@@ -64,8 +55,11 @@ def load_image(
     ``display_name`` replaces the source in error messages (e.g. the user's file name, not a temp path).
     """
     if isinstance(source, Image.Image):
-        check_size(source, "<in-memory image>", max_pixels)
-        return source.convert("RGB")
+        try:
+            check_dimensions(source, "<in-memory image>", max_pixels)
+        except ImageDecodeError as exc:
+            raise ImageLoadError(str(exc)) from exc
+        return to_rgb(source)
     source = str(source)
     name = display_name or source
     if is_url(source):
@@ -78,15 +72,6 @@ def load_image(
             raise ImageLoadError(f"image file {name} is larger than {max_bytes} bytes")
         stream = path
     try:
-        with Image.open(stream) as image:
-            check_size(image, name, max_pixels)
-            image.load()
-            return image.convert("RGB")
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"image {name} has too many pixels: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{name} is not an image file PIL can read") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageLoadError(f"image {name} is corrupt or truncated: {exc}") from exc
+        return decode_rgb(stream, name, max_pixels)
+    except ImageDecodeError as exc:
+        raise ImageLoadError(str(exc)) from exc
