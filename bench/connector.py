@@ -7,7 +7,7 @@ projector). Only the connector is timed: its inputs are random frozen hidden sta
 Each preset runs in its own subprocess so that peak memory (CUDA: max allocated; CPU: peak RSS growth
 over the set-up) is not polluted by the others.
 
-    python bench/connector.py --device cpu --batch-size 8 --iters 3
+    python bench/connector.py --device cpu --batch-size 8 --iters 2 --warmup 0
     python bench/connector.py --device cuda --dtype bf16 --batch-size 8 --iters 20
 """
 
@@ -29,8 +29,13 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(preset_name: str, device: str, dtype_name: str, batch: int, iters: int, warmup: int) -> dict:
+def run_one(
+    preset_name: str, device: str, dtype_name: str, batch: int, iters: int, warmup: int, threads: int
+) -> dict:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
     from llava_vitsplit.backbones.hf_layers import effective_depth
@@ -95,10 +100,13 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--presets", nargs="*", default=PRESETS)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        result = run_one(args.one, args.device, args.dtype, args.batch_size, args.iters, args.warmup)
+        result = run_one(
+            args.one, args.device, args.dtype, args.batch_size, args.iters, args.warmup, args.threads
+        )
         print(json.dumps(result))
         return 0
     results = []
@@ -118,6 +126,8 @@ def main() -> int:
             str(args.iters),
             "--warmup",
             str(args.warmup),
+            "--threads",
+            str(args.threads),
         ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
@@ -127,7 +137,7 @@ def main() -> int:
     machine = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
-        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        else f"{platform.machine()} CPU, {args.threads or torch.get_num_threads()} torch threads"
     )
     print(
         f"machine: {machine}; batch {args.batch_size}, dtype {args.dtype}, {args.iters} timed steps after {args.warmup} warm-up"
