@@ -11,6 +11,33 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("llava_vitsplit.params", "Trainable/frozen parameter counts of a preset"),
+    "train": (
+        "llava_vitsplit.train.run",
+        "Train one LLaVA stage (pretrain / finetune / LoRA) on the Trainer",
+    ),
+    "validate-data": ("llava_vitsplit.data.validate", "Report every problem in a LLaVA training set"),
+    "merge-lora": ("llava_vitsplit.train.lora", "Merge a LoRA training run into a plain checkpoint"),
+    "dense-train": (
+        "llava_vitsplit.dense.commands.train",
+        "Train a dense preset (segmentation/depth/detection)",
+    ),
+    "dense-eval": (
+        "llava_vitsplit.dense.commands.evaluate",
+        "Evaluate a dense checkpoint (mIoU, depth, COCO AP)",
+    ),
+    "dense-predict": ("llava_vitsplit.dense.commands.predict", "Dense predictions as PNG masks / depth maps"),
+    "cka": (
+        "llava_vitsplit.dense.commands.cka",
+        "Linear CKA between all layers of a backbone (heatmap + JSON)",
+    ),
+    "quickstart": (
+        "llava_vitsplit.quickstart.cli",
+        "Offline quickstart: assets, easy-vqa, both stages, lmms-eval",
+    ),
+    "easy-vqa": (
+        "llava_vitsplit.data.easy_vqa",
+        "Convert the easy-vqa package to LLaVA data + an lmms-eval task",
+    ),
     "assets": (
         "llava_vitsplit.assets.cli",
         "Recover the quickstart's DINOv2-S and SmolLM2 into playground/models",

@@ -101,4 +101,7 @@ def test_tokenizer_owned_text_template_gets_flattened_image_parts(tiny_checkpoin
     chatml = LlavaViTSplitProcessor(processor.image_processor, tokenizer, patch_size=14)
     assert chatml.chat_template is None  # the tokenizer's own template is kept
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}]
-    assert chatml.apply_chat_template(messages, add_generation_prompt=True) == "<|user|><image>\nQ\n<|assistant|>"
+    assert (
+        chatml.apply_chat_template(messages, add_generation_prompt=True)
+        == "<|user|><image>\nQ\n<|assistant|>"
+    )

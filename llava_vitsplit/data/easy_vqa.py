@@ -1,0 +1,405 @@
+"""Convert the ``easy-vqa`` package (64x64 shape images with VQA questions) into LLaVA-format data.
+
+``easy-vqa`` ships 4,000 train / 1,000 test images, each one shape (circle, rectangle, triangle) of one of
+eight colours, with 38,575 / 9,673 questions over 13 answers. This module writes, under ``out_dir``:
+
+- ``images/{train,test}/<id>.png``: the images (records refer to them relative to ``images/``);
+- ``stage1_captions.json``: one caption record per train image for stage 1 (feature alignment). Captions
+  are written from each image's colour and shape, which are read off the dataset's own question/answer
+  pairs (:func:`image_facts`); where the questions leave one of them open, the caption states only the known
+  one;
+- ``stage2_instruct.json``: the train questions as LLaVA conversations, one multi-turn record per image
+  (as LLaVA-1.5 does for VQAv2), each question followed by LLaVA's short-answer instruction;
+- ``test_questions.jsonl``: LLaVA's evaluation question format (``question_id``, ``image``, ``text``) plus
+  ``question``, ``answer``, ``question_type`` and ``image_id``;
+- ``lmms_eval_tasks/``: a local lmms-eval task over the test split (``--include_path``), see
+  :mod:`llava_vitsplit.data.easy_vqa_task`.
+
+Every step shows a progress bar and records its parameters in ``steps.json``; a re-run with the same
+parameters skips finished steps. ``llava-vitsplit easy-vqa --help`` is the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+SPLITS = ("train", "test")
+SHORT_ANSWER_PROMPT = "\nAnswer the question using a single word or phrase."
+QUESTION_TYPES = ("yes/no", "color", "shape")
+SHAPES = ("circle", "rectangle", "triangle")
+DEFAULT_OUT = Path("playground/data/easy_vqa")
+STAGE1_FILE = "stage1_captions.json"
+STAGE2_FILE = "stage2_instruct.json"
+EVAL_FILE = "test_questions.jsonl"
+STEPS_FILE = "steps.json"
+CAPTION_PROMPTS = (
+    "Describe the image briefly.",
+    "What is shown in this picture?",
+    "Give a short caption for the image.",
+    "Summarize the image in a few words.",
+)
+_NEGATIONS = {"not", "no"}
+
+
+class EasyVQAError(ValueError):
+    """The easy-vqa data contradicts itself or is missing; the message names the split, image and field."""
+
+
+@dataclass(frozen=True)
+class QA:
+    """One easy-vqa question; ``index`` is its position in the split's ``questions.json``."""
+
+    index: int
+    question: str
+    answer: str
+    image_id: int
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the questions tell about an image (None: the questions leave it open)."""
+
+    color: str | None
+    shape: str | None
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    questions: list[QA]
+    image_paths: dict[int, Path]
+
+
+def load_split(name: str, limit_images: int | None = None) -> Split:
+    """Questions and image paths of ``name`` ("train"/"test"); ``limit_images`` keeps the lowest image ids."""
+    import easy_vqa
+
+    if name not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+    texts, answers, image_ids = getattr(easy_vqa, f"get_{name}_questions")()
+    paths = {int(k): Path(v) for k, v in getattr(easy_vqa, f"get_{name}_image_paths")().items()}
+    keep = set(sorted(paths)[:limit_images]) if limit_images is not None else set(paths)
+    questions = [
+        QA(index=i, question=q, answer=a, image_id=int(img))
+        for i, (q, a, img) in enumerate(zip(texts, answers, image_ids, strict=True))
+        if int(img) in keep
+    ]
+    missing = sorted({qa.image_id for qa in questions} - set(paths))
+    if missing:
+        raise EasyVQAError(f"easy-vqa {name}: questions refer to images without a file: {missing[:10]}")
+    return Split(name, questions, {k: v for k, v in paths.items() if k in keep})
+
+
+def colors() -> tuple[str, ...]:
+    """The colour answers of easy-vqa (its answer list minus yes/no and the shapes)."""
+    import easy_vqa
+
+    return tuple(a for a in easy_vqa.get_answers() if a not in SHAPES and a not in ("yes", "no"))
+
+
+def question_type(qa: QA) -> str:
+    """``yes/no``, ``color`` or ``shape``, from the answer."""
+    if qa.answer in ("yes", "no"):
+        return "yes/no"
+    if qa.answer in SHAPES:
+        return "shape"
+    if qa.answer in colors():
+        return "color"
+    raise EasyVQAError(f"question {qa.index} ({qa.question!r}): unknown answer {qa.answer!r}")
+
+
+def image_facts(questions: Iterable[QA], split: str = "?") -> dict[int, ImageFacts]:
+    """Colour and shape of each image, from its questions.
+
+    An open question's answer is a colour or a shape; a word of the other kind in it ("what color is the
+    triangle?") names the other fact. A yes/no question names a colour or shape that is present when the
+    answer is "yes" and the question is not negated (or "no" and negated), absent otherwise; when all but
+    one value are absent the remaining one is the fact. Contradictions raise EasyVQAError.
+    """
+    palette = colors()
+    vocab = {"color": set(palette), "shape": set(SHAPES)}
+    present: dict[int, dict[str, set[str]]] = defaultdict(lambda: {"color": set(), "shape": set()})
+    absent: dict[int, dict[str, set[str]]] = defaultdict(lambda: {"color": set(), "shape": set()})
+    for qa in questions:
+        words = re.findall(r"[a-z]+", qa.question.lower())
+        mentioned = {kind: [w for w in words if w in vocab[kind]] for kind in vocab}
+        if qa.answer in ("yes", "no"):
+            is_present = (qa.answer == "yes") != bool(_NEGATIONS & set(words))
+            for kind, values in mentioned.items():
+                (present if is_present else absent)[qa.image_id][kind].update(values)
+        else:
+            answer_kind = "color" if qa.answer in vocab["color"] else "shape"
+            other = "shape" if answer_kind == "color" else "color"
+            present[qa.image_id][answer_kind].add(qa.answer)
+            present[qa.image_id][other].update(mentioned[other])
+
+    facts = {}
+    for image_id in sorted(set(present) | set(absent)):
+        values = {}
+        for kind in ("color", "shape"):
+            yes, no = present[image_id][kind], absent[image_id][kind]
+            if len(yes) > 1 or yes & no:
+                raise EasyVQAError(
+                    f"easy-vqa {split} image {image_id}: questions disagree on its {kind}: "
+                    f"present {sorted(yes)}, absent {sorted(no)}"
+                )
+            remaining = vocab[kind] - no
+            values[kind] = (
+                next(iter(yes)) if yes else (next(iter(remaining)) if len(remaining) == 1 else None)
+            )
+        facts[image_id] = ImageFacts(**values)
+    return facts
+
+
+def caption(facts: ImageFacts, variant: int = 0) -> str:
+    """A caption stating the known colour and shape (at least one must be known)."""
+    if facts.color and facts.shape:
+        templates = (
+            "A {c} {s}.",
+            "A {c} {s} on a plain background.",
+            "The image shows a {c} {s}.",
+            "A single {c} {s}.",
+        )
+        return templates[variant % len(templates)].format(c=facts.color, s=facts.shape)
+    if facts.shape:
+        return f"A {facts.shape}."
+    if facts.color:
+        return f"A {facts.color} shape."
+    raise EasyVQAError("an image with neither a known colour nor a known shape cannot be captioned")
+
+
+def image_ref(split: str, image_id: int) -> str:
+    """Record image path relative to ``<out_dir>/images``."""
+    return f"{split}/{image_id}.png"
+
+
+def caption_records(split: Split) -> list[dict[str, Any]]:
+    """Stage-1 records: ``<image>`` + a caption prompt -> the caption. Images with no known fact are skipped."""
+    facts = image_facts(split.questions, split.name)
+    known = Counter((f.color is not None, f.shape is not None) for f in facts.values())
+    print(
+        f"[easy-vqa] {split.name} captions: {known[True, True]} name colour and shape, {known[True, False]} only "
+        f"the colour, {known[False, True]} only the shape (the questions leave the rest open), "
+        f"{known[False, False]} skipped"
+    )
+    records = []
+    for image_id, fact in sorted(facts.items()):
+        if fact.color is None and fact.shape is None:
+            continue
+        records.append(
+            {
+                "id": f"easyvqa-{split.name}-{image_id}",
+                "image": image_ref(split.name, image_id),
+                "conversations": [
+                    {
+                        "from": "human",
+                        "value": "<image>\n" + CAPTION_PROMPTS[image_id % len(CAPTION_PROMPTS)],
+                    },
+                    {"from": "gpt", "value": caption(fact, variant=image_id)},
+                ],
+            }
+        )
+    return records
+
+
+def instruction_records(split: Split, max_turns: int | None = None) -> list[dict[str, Any]]:
+    """Stage-2 records: each image's questions as one conversation (``max_turns`` questions per record)."""
+    by_image: dict[int, list[QA]] = defaultdict(list)
+    for qa in split.questions:
+        by_image[qa.image_id].append(qa)
+    step = max_turns or max(len(v) for v in by_image.values())
+    records = []
+    for image_id, qas in sorted(by_image.items()):
+        for part, start in enumerate(range(0, len(qas), step)):
+            conversation = []
+            for turn, qa in enumerate(qas[start : start + step]):
+                prefix = "<image>\n" if turn == 0 else ""
+                conversation.append({"from": "human", "value": prefix + qa.question + SHORT_ANSWER_PROMPT})
+                conversation.append({"from": "gpt", "value": qa.answer})
+            suffix = f"-{part}" if len(qas) > step else ""
+            records.append(
+                {
+                    "id": f"easyvqa-{split.name}-{image_id}{suffix}",
+                    "image": image_ref(split.name, image_id),
+                    "conversations": conversation,
+                }
+            )
+    return records
+
+
+def eval_rows(split: Split) -> list[dict[str, Any]]:
+    """LLaVA evaluation questions (``question_id``, ``image``, ``text``) with answer and type."""
+    return [
+        {
+            "question_id": qa.index,
+            "image": image_ref(split.name, qa.image_id),
+            "text": qa.question + SHORT_ANSWER_PROMPT,
+            "question": qa.question,
+            "answer": qa.answer,
+            "question_type": question_type(qa),
+            "image_id": qa.image_id,
+            "category": "easy_vqa",
+        }
+        for qa in split.questions
+    ]
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    _write_atomic(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+
+
+class Steps:
+    """``steps.json``: parameters each finished step ran with; a step reruns when they change."""
+
+    def __init__(self, out_dir: Path, force: bool = False) -> None:
+        self.path = out_dir / STEPS_FILE
+        self.done: dict[str, Any] = (
+            {} if force or not self.path.is_file() else json.loads(self.path.read_text())
+        )
+
+    def run(self, name: str, params: dict, outputs: list[Path], fn: Callable[[], None]) -> bool:
+        """Run ``fn`` unless ``name`` finished with ``params`` and all ``outputs`` exist; True if it ran."""
+        if self.done.get(name) == params and all(p.exists() for p in outputs):
+            print(f"[easy-vqa] {name}: up to date, skipped")
+            return False
+        fn()
+        self.done[name] = params
+        write_json(self.path, self.done)
+        return True
+
+
+def copy_images(split: Split, out_dir: Path) -> None:
+    """Copy the split's images to ``out_dir/images/<split>/``."""
+    target = out_dir / "images" / split.name
+    target.mkdir(parents=True, exist_ok=True)
+    for image_id, src in tqdm(
+        sorted(split.image_paths.items()), desc=f"copy {split.name} images", unit="img"
+    ):
+        shutil.copyfile(src, target / f"{image_id}.png")
+
+
+def convert(
+    out_dir: str | Path = DEFAULT_OUT,
+    *,
+    limit_images: int | None = None,
+    max_turns: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> dict[str, Path]:
+    """Write all outputs (see the module docstring); returns their paths by name."""
+    from llava_vitsplit.data import easy_vqa_task
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = Steps(out_dir, force)
+    splits = {name: load_split(name, limit_images) for name in SPLITS}
+    base = {
+        "limit_images": limit_images,
+        "easy_vqa_questions": {n: len(s.questions) for n, s in splits.items()},
+    }
+    paths = {
+        "image_folder": out_dir / "images",
+        "stage1": out_dir / STAGE1_FILE,
+        "stage2": out_dir / STAGE2_FILE,
+        "eval": out_dir / EVAL_FILE,
+        "task_dir": out_dir / "lmms_eval_tasks",
+    }
+    for name, split in splits.items():
+        steps.run(
+            f"images-{name}",
+            base,
+            [paths["image_folder"] / name / f"{i}.png" for i in split.image_paths],
+            lambda split=split: copy_images(split, out_dir),
+        )
+    steps.run(
+        "stage1",
+        base,
+        [paths["stage1"]],
+        lambda: write_json(paths["stage1"], caption_records(splits["train"])),
+    )
+    steps.run(
+        "stage2",
+        {**base, "max_turns": max_turns},
+        [paths["stage2"]],
+        lambda: write_json(paths["stage2"], instruction_records(splits["train"], max_turns)),
+    )
+    rows = eval_rows(splits["test"])
+    random.Random(seed).shuffle(rows)  # so lmms-eval's --limit N takes a representative sample
+    steps.run("eval", {**base, "seed": seed}, [paths["eval"]], lambda: write_jsonl(paths["eval"], rows))
+    blank = paths["image_folder"] / easy_vqa_task.BLANK_IMAGE_NAME
+    steps.run("blank-image", {}, [blank], lambda: easy_vqa_task.blank_image().save(blank))
+    task_files = easy_vqa_task.task_files(paths["task_dir"])
+    steps.run(
+        "lmms-eval-task",
+        {**base, "seed": seed, "task": easy_vqa_task.TASK_NAME},
+        task_files,
+        lambda: easy_vqa_task.write_task(paths["task_dir"], rows, paths["image_folder"]),
+    )
+    return paths
+
+
+def summary(out_dir: Path) -> str:
+    """Counts per output file and test question type."""
+    stage1 = json.loads((out_dir / STAGE1_FILE).read_text())
+    stage2 = json.loads((out_dir / STAGE2_FILE).read_text())
+    rows = [json.loads(line) for line in (out_dir / EVAL_FILE).read_text().splitlines()]
+    turns = sum(len(r["conversations"]) // 2 for r in stage2)
+    types = Counter(r["question_type"] for r in rows)
+    return (
+        f"stage 1: {len(stage1)} captions; "
+        f"stage 2: {len(stage2)} conversations, {turns} questions; "
+        f"test: {len(rows)} questions ({', '.join(f'{k} {v}' for k, v in sorted(types.items()))})"
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="llava-vitsplit easy-vqa", description="Convert easy-vqa to LLaVA format."
+    )
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--limit-images", type=int, default=None, help="keep the first N images of each split"
+    )
+    parser.add_argument(
+        "--max-turns", type=int, default=None, help="questions per stage-2 conversation (default: all)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="order of the test questions")
+    parser.add_argument("--force", action="store_true", help="redo every step")
+    args = parser.parse_args(argv)
+    try:
+        paths = convert(
+            args.out,
+            limit_images=args.limit_images,
+            max_turns=args.max_turns,
+            seed=args.seed,
+            force=args.force,
+        )
+    except EasyVQAError as err:
+        print(f"llava-vitsplit easy-vqa: {err}")
+        return 1
+    print(summary(Path(args.out)))
+    for name, path in paths.items():
+        print(f"  {name:<13} {path}")
+    return 0

@@ -1,0 +1,85 @@
+"""Named compute budgets and model variants of the quickstart (plain data, no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much data and compute one quickstart run uses.
+
+    image_size: square input side in pixels (a multiple of 14; 84 -> 6x6 = 36 image tokens).
+    limit_images: convert only the first N easy-vqa images per split (None: all 4,000 / 1,000).
+    max_turns: questions per stage-2 conversation (None: all of an image's questions).
+    *_steps / *_batch / *_lr: optimizer steps, batch size and learning rate of each stage.
+    connector_lr: stage-2 learning rate of the connector (the LLM uses ``finetune_lr``).
+    eval_limit: evaluate the first N test questions (the file is shuffled); None: all 9,673.
+    """
+
+    image_size: int
+    limit_images: int | None
+    max_turns: int | None
+    pretrain_steps: int
+    pretrain_batch: int
+    pretrain_lr: float
+    finetune_steps: int
+    finetune_batch: int
+    finetune_lr: float
+    connector_lr: float
+    eval_limit: int | None
+    eval_batch: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+BUDGETS: dict[str, Budget] = {
+    # About 25 minutes on 2 busy CPU cores after the install (BENCHMARKS.md: the measured runs).
+    "default": Budget(
+        image_size=84,
+        limit_images=None,
+        max_turns=None,
+        pretrain_steps=100,
+        pretrain_batch=16,
+        pretrain_lr=1e-3,
+        finetune_steps=20,
+        finetune_batch=8,
+        finetune_lr=5e-5,
+        connector_lr=5e-4,
+        eval_limit=300,
+        eval_batch=16,
+    ),
+    # Every step on a handful of samples: the shortened quickstart of `make test`.
+    "smoke": Budget(
+        image_size=28,
+        limit_images=4,
+        max_turns=2,
+        pretrain_steps=2,
+        pretrain_batch=2,
+        pretrain_lr=1e-3,
+        finetune_steps=2,
+        finetune_batch=2,
+        finetune_lr=5e-5,
+        connector_lr=2e-4,
+        eval_limit=4,
+        eval_batch=4,
+    ),
+}
+
+# variant -> extra training arguments; "blind" also swaps every image for one blank image.
+VARIANTS: dict[str, list[str]] = {
+    "vitsplit": [],
+    "mlp": ["--mm_projector_type", "mlp2x_gelu"],
+    "blind": [],
+}
+
+
+def get_budget(name: str, **overrides) -> Budget:
+    """The named budget with ``overrides`` (None values ignored); unknown names list the valid ones."""
+    if name not in BUDGETS:
+        raise KeyError(f"unknown budget {name!r}; valid: {', '.join(BUDGETS)}")
+    budget = replace(BUDGETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    if budget.image_size % 14:
+        raise ValueError(f"image_size must be a multiple of the patch size 14, got {budget.image_size}")
+    return budget

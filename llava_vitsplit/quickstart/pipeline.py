@@ -1,0 +1,288 @@
+"""The quickstart's steps, each run once: a step is skipped when its stamp records the same settings.
+
+Training and evaluation run the project's real entry points as subprocesses: ``scripts/pretrain.sh``,
+``scripts/finetune.sh`` (one CPU process through DeepSpeed ZeRO-2, as on a single GPU) and
+``python -m lmms_eval`` with the ``llava_vitsplit`` model and the local easy-vqa task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llava_vitsplit.data.easy_vqa_task import BLANK_IMAGE_NAME
+from llava_vitsplit.quickstart.budget import VARIANTS, Budget
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESET = "quickstart"
+
+
+class QuickstartError(RuntimeError):
+    """A step failed; the message names the step and its log file."""
+
+
+@dataclass
+class Run:
+    """One quickstart run: where it writes, which parts and data it uses, and its budget."""
+
+    out_dir: Path
+    budget: Budget
+    variant: str = "vitsplit"
+    vision_tower: str = "playground/models/dinov2-small"
+    language_model: str = "playground/models/smollm2-135m-instruct"
+    models_root: Path = Path("playground/models")
+    data_dir: Path = Path("playground/data/easy_vqa")
+    force: bool = False
+    threads: int | None = None  # CPU threads per subprocess (None: all cores)
+    log: Callable[[str], None] = print
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        self.out_dir = Path(self.out_dir)
+
+    # ---- bookkeeping -------------------------------------------------------------------------------
+    def _stamp(self, step: str) -> Path:
+        return self.out_dir / "steps" / f"{step}.json"
+
+    def step(self, name: str, settings: dict, outputs: list[Path], fn: Callable[[], None]) -> None:
+        """Run ``fn`` unless a stamp shows it finished with ``settings`` and ``outputs`` exist."""
+        stamp = self._stamp(name)
+        if not self.force and stamp.is_file() and all(p.exists() for p in outputs):
+            done = json.loads(stamp.read_text())
+            if done.get("settings") == settings:
+                self.timings[name] = done.get("seconds", 0.0)
+                self.log(f"[quickstart] {name}: done before ({done.get('seconds', 0):.0f}s), skipped")
+                return
+        self.log(f"[quickstart] {name} ...")
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+        self.timings[name] = seconds
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"settings": settings, "seconds": seconds}, indent=1) + "\n")
+        self.log(f"[quickstart] {name}: {seconds:.0f}s")
+
+    def _run_logged(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        # PASSIVE: idle OpenMP threads sleep instead of spinning, which on a busy machine (or with the
+        # threads set below the core count) otherwise slows small CPU ops many times over.
+        env = dict(env, OMP_WAIT_POLICY="PASSIVE")
+        if self.threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        log_path = self.out_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w") as log_file:
+            # The trainer's and lmms-eval's progress bars go to stderr: show them live and keep a log.
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            assert proc.stdout is not None
+            for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+                log_file.write(chunk.decode(errors="replace"))
+                sys.stderr.write(chunk.decode(errors="replace"))
+                sys.stderr.flush()
+            code = proc.wait()
+        if code != 0:
+            raise QuickstartError(f"{name} failed (exit {code}); see {log_path}")
+
+    # ---- paths ---------------------------------------------------------------------------------------
+    @property
+    def tower_dir(self) -> Path:
+        return self.out_dir / "vision_tower"
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.out_dir / "pretrain"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out_dir / "eval"
+
+    def data_file(self, stage: str) -> Path:
+        name = {"pretrain": "stage1_captions.json", "finetune": "stage2_instruct.json"}[stage]
+        if self.variant == "blind":
+            return self.out_dir / "data" / name
+        return self.data_dir / name
+
+    # ---- steps ---------------------------------------------------------------------------------------
+    def assets(self) -> None:
+        """Materialise the assets this run uses from the local models folder (hub ids need nothing)."""
+        from llava_vitsplit.assets import ASSETS, materialise
+
+        used = {Path(self.vision_tower).resolve(), Path(self.language_model).resolve()}
+        for name, spec in ASSETS.items():
+            if (Path(self.models_root) / spec.folder).resolve() in used:
+                start = time.perf_counter()
+                materialise(name, self.models_root, log=self.log)
+                self.timings[f"assets:{name}"] = time.perf_counter() - start
+
+    def data(self) -> None:
+        from llava_vitsplit.data import easy_vqa
+
+        start = time.perf_counter()
+        easy_vqa.convert(
+            self.data_dir, limit_images=self.budget.limit_images, max_turns=self.budget.max_turns
+        )
+        self.timings["data"] = time.perf_counter() - start
+        if self.variant == "blind":
+            self._blind_data()
+
+    def _blind_data(self) -> None:
+        """Copies of both data files whose records all point at one blank image (same text, no vision)."""
+        out = self.out_dir / "data"
+        out.mkdir(parents=True, exist_ok=True)
+        for stage in ("pretrain", "finetune"):
+            records = json.loads((self.data_dir / self.data_file(stage).name).read_text())
+            for record in records:
+                record["image"] = BLANK_IMAGE_NAME
+            (out / self.data_file(stage).name).write_text(json.dumps(records))
+
+    def tower(self) -> None:
+        from llava_vitsplit.quickstart.tower import sized_tower
+
+        settings = {"source": self.vision_tower, "image_size": self.budget.image_size}
+        self.step(
+            "vision-tower",
+            settings,
+            [self.tower_dir / "config.json"],
+            lambda: sized_tower(self.vision_tower, self.tower_dir, self.budget.image_size),
+        )
+
+    def _train_env(self, stage: str) -> dict[str, str]:
+        b = self.budget
+        batch = b.pretrain_batch if stage == "pretrain" else b.finetune_batch
+        lr = b.pretrain_lr if stage == "pretrain" else b.finetune_lr
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ)
+        env.update(
+            RANK="0",
+            LOCAL_RANK="0",
+            WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            NUM_GPUS="1",
+            LAUNCHER=f"{sys.executable} -m",
+            PRESET=PRESET,
+            MODEL_NAME_OR_PATH=self.language_model,
+            VISION_TOWER=str(self.tower_dir),
+            DATA_PATH=str(self.data_file(stage)),
+            IMAGE_FOLDER=str(self.data_dir / "images"),
+            OUTPUT_DIR=str(self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir),
+            PRETRAIN_DIR=str(self.pretrain_dir),
+            DEEPSPEED_CONFIG=str(ROOT / "scripts" / "zero2.json"),  # one process: nothing to shard
+            GLOBAL_BATCH_SIZE=str(batch),
+            PER_DEVICE_BATCH_SIZE=str(batch),
+            LEARNING_RATE=str(lr),
+            MODEL_MAX_LENGTH="1024",
+            BF16="False",  # CPU: the Trainer refuses bf16 without a GPU
+            TF32="False",
+            GRADIENT_CHECKPOINTING="False",
+            NUM_WORKERS="0",
+            SAVE_STEPS="1000000",
+            LOGGING_STEPS="5",
+            TOKENIZERS_PARALLELISM="false",
+        )
+        if Path(self.language_model).is_dir():  # local parts only (the tower folder is always local)
+            env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        return env
+
+    def _train_args(self, stage: str) -> list[str]:
+        b = self.budget
+        args = ["--max_steps", str(b.pretrain_steps if stage == "pretrain" else b.finetune_steps)]
+        args += VARIANTS[self.variant]
+        if stage == "finetune":
+            # SmolLM2 ships a ChatML chat template, which inference uses too: train with it.
+            args += ["--version", "chat_template", "--mm_projector_lr", str(b.connector_lr)]
+        return args
+
+    def train(self, stage: str) -> None:
+        script = ROOT / "scripts" / ("pretrain.sh" if stage == "pretrain" else "finetune.sh")
+        out = self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir
+        marker = out / ("connector.safetensors" if stage == "pretrain" else "config.json")
+        settings = {
+            "budget": self.budget.to_dict(),
+            "variant": self.variant,
+            "language_model": self.language_model,
+            "vision_tower": self.vision_tower,
+            "args": self._train_args(stage),
+            "after": self._stamp_of("vision-tower" if stage == "pretrain" else "pretrain"),
+        }
+
+        def run() -> None:
+            shutil.rmtree(out, ignore_errors=True)
+            self._run_logged(stage, ["bash", str(script), *self._train_args(stage)], self._train_env(stage))
+            if not marker.is_file():
+                raise QuickstartError(f"{stage} finished without writing {marker}")
+
+        self.step(stage, settings, [marker], run)
+
+    def task_name(self) -> str:
+        from llava_vitsplit.data.easy_vqa_task import BLIND_TASK_NAME, TASK_NAME
+
+        return BLIND_TASK_NAME if self.variant == "blind" else TASK_NAME
+
+    def evaluate(self) -> None:
+        settings = {
+            "limit": self.budget.eval_limit,
+            "task": self.task_name(),
+            "checkpoint": self._stamp_of("finetune"),
+        }
+
+        def run() -> None:
+            shutil.rmtree(self.eval_dir, ignore_errors=True)
+            self.eval_dir.mkdir(parents=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "lmms_eval",
+                "--model",
+                "llava_vitsplit",
+                "--model_args",
+                f"pretrained={self.checkpoint_dir},dtype=fp32,device=cpu",
+                "--include_path",
+                str(self.data_dir / "lmms_eval_tasks"),
+                "--tasks",
+                self.task_name(),
+                "--batch_size",
+                str(self.budget.eval_batch),
+                "--output_path",
+                str(self.eval_dir),
+                "--log_samples",
+            ]
+            if self.budget.eval_limit is not None:
+                cmd += ["--limit", str(self.budget.eval_limit)]
+            env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+            self._run_logged("evaluate", cmd, env)
+            if not list(self.eval_dir.rglob("*_results.json")):
+                raise QuickstartError(
+                    f"lmms-eval wrote no results under {self.eval_dir}; see the evaluate log"
+                )
+
+        self.step("evaluate", settings, [self.eval_dir], run)
+
+    def _stamp_of(self, step: str) -> float | None:
+        """When ``step`` last finished (its stamp's mtime), so later steps rerun after it reruns."""
+        stamp = self._stamp(step)
+        return stamp.stat().st_mtime if stamp.is_file() else None
+
+    def run_all(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.assets()
+        self.data()
+        self.tower()
+        self.train("pretrain")
+        self.train("finetune")
+        self.evaluate()

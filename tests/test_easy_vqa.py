@@ -1,0 +1,169 @@
+"""easy-vqa -> LLaVA conversion: facts from questions, captions, conversations, eval files, lmms-eval task."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+
+pytest.importorskip("easy_vqa")
+
+from llava_vitsplit.data import easy_vqa  # noqa: E402
+from llava_vitsplit.data.easy_vqa import QA, EasyVQAError, ImageFacts, caption, image_facts  # noqa: E402
+from llava_vitsplit.data.easy_vqa_task import (  # noqa: E402
+    TASK_NAME,
+    aggregate_accuracy,
+    doc_to_text,
+    normalize_answer,
+    process_results,
+)
+from llava_vitsplit.data.records import parse_record  # noqa: E402
+
+
+def qa(question: str, answer: str, image_id: int = 0) -> QA:
+    return QA(index=0, question=question, answer=answer, image_id=image_id)
+
+
+def test_facts_from_open_yes_no_and_negated_questions():
+    facts = image_facts(
+        [
+            qa("what color is the triangle?", "red", 1),  # colour answer, shape named in the question
+            qa("is there not a circle in the image?", "no", 2),  # negated "no" -> a circle is present
+            qa("what is the blue shape?", "rectangle", 3),  # shape answer, colour named
+            qa("is no green shape present?", "yes", 3),  # negated "yes" -> green absent (consistent)
+        ]
+    )
+    assert facts[1] == ImageFacts("red", "triangle")
+    assert facts[2] == ImageFacts(None, "circle")
+    assert facts[3] == ImageFacts("blue", "rectangle")
+
+
+def test_facts_by_elimination_and_conflicts_name_the_image():
+    questions = [qa("is there a circle?", "no", 4), qa("does the image contain a rectangle?", "no", 4)]
+    assert image_facts(questions)[4].shape == "triangle"
+    with pytest.raises(EasyVQAError, match=r"train image 9: questions disagree on its color"):
+        image_facts([qa("what color is the shape?", "red", 9), qa("is there a red shape?", "no", 9)], "train")
+
+
+def test_captions_state_only_known_facts():
+    assert caption(ImageFacts("teal", "circle")) == "A teal circle."
+    assert caption(ImageFacts(None, "circle")) == "A circle."
+    assert caption(ImageFacts("gray", None)) == "A gray shape."
+    with pytest.raises(EasyVQAError):
+        caption(ImageFacts(None, None))
+
+
+def test_question_types_cover_the_answer_set():
+    assert easy_vqa.question_type(qa("is there a red shape?", "yes")) == "yes/no"
+    assert easy_vqa.question_type(qa("what shape is present?", "triangle")) == "shape"
+    assert easy_vqa.question_type(qa("what color is the shape?", "brown")) == "color"
+    with pytest.raises(EasyVQAError, match="unknown answer 'purple'"):
+        easy_vqa.question_type(qa("what color is the shape?", "purple"))
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("easy_vqa")
+    paths = easy_vqa.convert(out, limit_images=6, max_turns=4)
+    return out, paths
+
+
+def test_conversion_writes_valid_llava_records(converted):
+    out, paths = converted
+    train = easy_vqa.load_split("train", limit_images=6)
+    stage1 = json.loads(paths["stage1"].read_text())
+    stage2 = json.loads(paths["stage2"].read_text())
+    for index, record in enumerate(stage1 + stage2):
+        sample = parse_record(record, index)  # the training data loader's own checks
+        assert (paths["image_folder"] / sample.image).is_file()
+        assert record["conversations"][0]["value"].startswith("<image>\n")
+        assert sum("<image>" in turn["value"] for turn in record["conversations"]) == 1
+
+    # Stage 2 holds every train question exactly once, with its answer, as <= 4-turn conversations.
+    pairs = []
+    for record in stage2:
+        turns = record["conversations"]
+        assert len(turns) <= 8
+        for human, gpt in zip(turns[::2], turns[1::2], strict=True):
+            assert human["from"] == "human" and gpt["from"] == "gpt"
+            assert human["value"].endswith(easy_vqa.SHORT_ANSWER_PROMPT)
+            question = human["value"].removeprefix("<image>\n").removesuffix(easy_vqa.SHORT_ANSWER_PROMPT)
+            pairs.append((record["image"], question, gpt["value"]))
+    expected = [(f"train/{q.image_id}.png", q.question, q.answer) for q in train.questions]
+    assert sorted(pairs) == sorted(expected)
+
+
+def test_captions_agree_with_every_question(converted):
+    _, paths = converted
+    answers = defaultdict(list)
+    for q in easy_vqa.load_split("train", limit_images=6).questions:
+        answers[f"train/{q.image_id}.png"].append(q)
+    stage1 = json.loads(paths["stage1"].read_text())
+    assert len(stage1) >= 5
+    for record in stage1:
+        words = set(record["conversations"][1]["value"].rstrip(".").lower().split())
+        for q in answers[record["image"]]:
+            kind = easy_vqa.question_type(q)
+            if kind != "yes/no":  # an open answer of a kind the caption names is the caption's word
+                vocab = set(easy_vqa.SHAPES) if kind == "shape" else set(easy_vqa.colors())
+                assert not words & vocab or words & vocab == {q.answer}, (record, q)
+                continue
+            q_words = set(q.question.rstrip("?").split())
+            present = (q.answer == "yes") != bool(q_words & {"not", "no"})
+            for vocab in (set(easy_vqa.SHAPES), set(easy_vqa.colors())):
+                asked, captioned = q_words & vocab, words & vocab
+                if asked and captioned:  # "is there a red shape?" is answered by a caption naming a colour
+                    assert present == (asked == captioned), (record, q)
+
+
+def test_eval_file_and_lmms_eval_task(converted):
+    from datasets import load_dataset
+    from lmms_eval.utils import load_yaml_config
+
+    out, paths = converted
+    rows = [json.loads(line) for line in paths["eval"].read_text().splitlines()]
+    test = easy_vqa.load_split("test", limit_images=6)
+    assert sorted(r["question_id"] for r in rows) == sorted(q.index for q in test.questions)
+    for row in rows:
+        assert row["text"] == row["question"] + easy_vqa.SHORT_ANSWER_PROMPT
+        assert row["question_type"] in easy_vqa.QUESTION_TYPES
+        assert (paths["image_folder"] / row["image"]).is_file()
+
+    task_dir = paths["task_dir"] / TASK_NAME
+    config = load_yaml_config(str(task_dir / f"{TASK_NAME}.yaml"))
+    assert config["task"] == TASK_NAME and config["dataset_path"] == "parquet"
+    data = load_dataset(
+        "parquet", data_files={"test": str(task_dir / config["dataset_kwargs"]["data_files"]["test"])}
+    )
+    docs = data["test"]
+    assert [d["question_id"] for d in docs] == [r["question_id"] for r in rows]  # same (shuffled) order
+    doc = docs[0]
+    image = config["doc_to_visual"](doc)[0]
+    assert image.size == (64, 64) and image.mode == "RGB"
+    kwargs = config["lmms_eval_specific_kwargs"]["default"]
+    assert config["doc_to_text"](doc, kwargs) == doc["question"] + easy_vqa.SHORT_ANSWER_PROMPT
+
+
+def test_scoring_normalises_and_splits_by_type():
+    assert normalize_answer(" Yes.") == "yes" and normalize_answer("Circle!\n") == "circle"
+    doc = {"question": "what shape is present?", "answer": "circle", "question_type": "shape"}
+    assert doc_to_text(doc) == "what shape is present?\nAnswer the question using a single word or phrase."
+    right, wrong = process_results(doc, ["Circle."]), process_results(doc, ["a circle shape"])
+    assert right == {"accuracy": 1.0, "accuracy_yes_no": None, "accuracy_color": None, "accuracy_shape": 1.0}
+    assert wrong["accuracy"] == 0.0
+    assert aggregate_accuracy([1.0, None, 0.0, 1.0, None]) == pytest.approx(200 / 3)
+
+
+def test_rerun_skips_finished_steps_and_redoes_changed_ones(converted, capsys):
+    out, paths = converted
+    stamp = paths["stage2"].stat().st_mtime_ns
+    capsys.readouterr()
+    easy_vqa.convert(out, limit_images=6, max_turns=4)
+    log = capsys.readouterr().out
+    assert log.count("up to date, skipped") == 7
+    assert paths["stage2"].stat().st_mtime_ns == stamp
+    easy_vqa.convert(out, limit_images=6, max_turns=2)  # only stage 2 depends on max_turns
+    log = capsys.readouterr().out
+    assert log.count("up to date, skipped") == 6
+    assert max(len(r["conversations"]) for r in json.loads(paths["stage2"].read_text())) == 4

@@ -1,0 +1,97 @@
+"""The shortened quickstart: every step of ``make quickstart`` on a handful of samples.
+
+Real assets (recovered and numerically checked, shared with test_assets.py), easy-vqa conversion, the real
+``scripts/pretrain.sh`` and ``scripts/finetune.sh`` (DeepSpeed, one CPU process), lmms-eval with the
+``llava_vitsplit`` model on the local easy-vqa task, the report with the model's answers; then a re-run
+that skips every finished step.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _quickstart_assets import recovered_root, require_asset_packages
+
+from llava_vitsplit.assets import ASSETS
+from llava_vitsplit.data.easy_vqa_task import TASK_NAME
+from llava_vitsplit.quickstart.budget import get_budget
+from llava_vitsplit.quickstart.report import model_answer, read_eval
+
+
+def test_budget_names_and_image_size_are_checked():
+    assert get_budget("smoke", pretrain_steps=3).pretrain_steps == 3
+    with pytest.raises(KeyError, match="valid: default, smoke"):
+        get_budget("huge")
+    with pytest.raises(ValueError, match="multiple of the patch size 14"):
+        get_budget("default", image_size=100)
+
+
+def test_shortened_quickstart_runs_every_step_and_resumes(tmp_path, capsys):
+    pytest.importorskip("easy_vqa")
+    pytest.importorskip("lmms_eval")
+    require_asset_packages()
+    from llava_vitsplit.cli import main
+
+    root = recovered_root()
+    out, data = tmp_path / "run", tmp_path / "data"
+    argv = [
+        "quickstart",
+        "--budget",
+        "smoke",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data),
+        "--models-root",
+        str(root),
+        "--vision-tower",
+        str(root / ASSETS["dinov2-small"].folder),
+        "--language-model",
+        str(root / ASSETS["smollm2-135m-instruct"].folder),
+        "--threads",
+        "1",
+    ]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "easy-vqa test accuracy:" in report and "make demo" in report
+
+    # stage 1 wrote the connector, stage 2 a full checkpoint with its processor at the quickstart size
+    assert (out / "pretrain" / "connector.safetensors").is_file()
+    config = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert config["model_type"] == "llava_vitsplit" and config["connector_type"] == "vitsplit"
+    assert (
+        config["vision_config"]["model_type"] == "dinov2" and config["text_config"]["model_type"] == "llama"
+    )
+    tower_processor = json.loads((out / "vision_tower" / "preprocessor_config.json").read_text())
+    assert tower_processor["size"] == {"height": 28, "width": 28} and not tower_processor["do_center_crop"]
+    for stage in ("pretrain", "finetune"):
+        log = (out / "logs" / f"{stage}.log").read_text()
+        assert "--max_steps 2" in log and "--preset quickstart" in log
+
+    # lmms-eval scored the smoke budget's questions and the model answered each one
+    result = read_eval(out / "eval", TASK_NAME)
+    assert result.num_questions == get_budget("smoke").eval_limit
+    assert 0.0 <= result.accuracy <= 100.0 and set(result.by_type) == {"yes/no", "color", "shape"}
+    answers = [model_answer(sample) for sample in result.samples]
+    assert len(answers) == result.num_questions and all(isinstance(a, str) for a in answers)
+    assert any(a.strip() for a in answers)
+    for image, question, *_ in _report_examples(report):
+        assert image.startswith("test/") and question.endswith("?")
+
+    # a re-run finds every step done and evaluates nothing again
+    assert main(argv) == 0
+    rerun = capsys.readouterr().out
+    for step in ("vision-tower", "pretrain", "finetune", "evaluate"):
+        assert f"[quickstart] {step}: done before" in rerun
+    assert "cached in" in rerun
+
+
+def _report_examples(report: str) -> list[tuple[str, str]]:
+    rows = []
+    for line in report.splitlines():
+        if line.startswith(("  ok ", "  -- ")):
+            image, rest = line[5:].split("  ", 1)
+            rows.append((image, rest.split(" -> ")[0]))
+    assert rows, report
+    return rows
