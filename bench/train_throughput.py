@@ -42,19 +42,10 @@ from llava_vitsplit.data.dataset import LazySupervisedDataset
 from llava_vitsplit.tokenizers import load_tokenizer, train_llama_sentencepiece
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.model_setup import setup_model
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tokenizer_corpus
+from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args, tokenizer_corpus
 from llava_vitsplit.train.trainer import LlavaViTSplitTrainer
 
-ADAPTER = [
-    "--num_task_layers",
-    "1",
-    "--prior_start",
-    "0",
-    "--num_prior_layers",
-    "2",
-    "--fusion_output",
-    "vision_mlp",
-]
+ADAPTER = tiny_adapter_args()
 WORDS = (
     "the a red blue green yellow circle square triangle shape picture shows on of background is it".split()
 )

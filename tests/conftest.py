@@ -28,3 +28,15 @@ def tiny_mlp_checkpoint(tmp_path_factory):
     from llava_vitsplit.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_mlp"), connector_type="mlp2x_gelu")
+
+
+@pytest.fixture(scope="session")
+def yes_checkpoint(tmp_path_factory):
+    """A saved tiny checkpoint whose LM answers every prompt with exactly "yes" (serving tests); a path."""
+    from llava_vitsplit.serve.scripted import script_reply
+    from llava_vitsplit.tiny import build_tiny_checkpoint
+
+    path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("yes"))
+    script_reply(model, processor.tokenizer, "yes")
+    model.save_pretrained(path)
+    return path

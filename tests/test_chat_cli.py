@@ -7,20 +7,9 @@ import os
 import subprocess
 import sys
 
-import pytest
 from PIL import Image
 
 from llava_vitsplit.serve import chat
-from llava_vitsplit.serve.scripted import script_reply
-from llava_vitsplit.tiny import build_tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def yes_checkpoint(tmp_path_factory):
-    path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("yes"))
-    script_reply(model, processor.tokenizer, "yes")
-    model.save_pretrained(path)
-    return path
 
 
 def run_chat(args: list[str], stdin: str) -> subprocess.CompletedProcess:

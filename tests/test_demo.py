@@ -20,9 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from llava_vitsplit.serve.scripted import script_reply
-from llava_vitsplit.tiny import build_tiny_checkpoint
-
 gradio_client = pytest.importorskip("gradio_client")
 STARTUP_TIMEOUT_S = 150
 
@@ -50,11 +47,9 @@ def last_text(history: list[dict]) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(yes_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    path, model, processor = build_tiny_checkpoint(root / "yes")
-    script_reply(model, processor.tokenizer, "yes")
-    model.save_pretrained(path)
+    path = yes_checkpoint
     port = free_port()
     patcher = pytest.MonkeyPatch()  # talk to 127.0.0.1 directly even where a proxy is configured
     for key in ("NO_PROXY", "no_proxy"):
@@ -177,14 +172,11 @@ def test_concurrent_clients_are_all_answered(server):
 
 
 @pytest.fixture(scope="module")
-def handlers(tmp_path_factory):
+def handlers(yes_checkpoint):
     from llava_vitsplit.serve.demo import DemoHandlers
     from llava_vitsplit.serve.loading import load_model
 
-    path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("handlers"))
-    script_reply(model, processor.tokenizer, "yes")
-    model.save_pretrained(path)
-    return DemoHandlers(load_model(str(path), device="cpu"))
+    return DemoHandlers(load_model(str(yes_checkpoint), device="cpu"))
 
 
 def final(generator):

@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llava_vitsplit.serve.scripted import script_reply
-from llava_vitsplit.tiny import build_tiny_checkpoint
-
 pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance  # noqa: E402
 from lmms_eval.tasks.pope.utils import pope_doc_to_text  # noqa: E402
@@ -29,14 +26,6 @@ from llava_vitsplit.lmms_eval_plugin.prompts import (  # noqa: E402
 
 COLOURS = ["red", "blue", "green", "white"]
 EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
-
-
-@pytest.fixture(scope="module")
-def yes_checkpoint(tmp_path_factory):
-    path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("yes"))
-    script_reply(model, processor.tokenizer, "yes")
-    model.save_pretrained(path)
-    return path
 
 
 class FakeTask:

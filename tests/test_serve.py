@@ -20,8 +20,6 @@ from llava_vitsplit.serve.generation import (
 )
 from llava_vitsplit.serve.images import ImageLoadError, load_image
 from llava_vitsplit.serve.loading import load_model, resolve_device, resolve_dtype
-from llava_vitsplit.serve.scripted import script_reply
-from llava_vitsplit.tiny import build_tiny_checkpoint
 
 
 def write_png_header(path, width: int, height: int) -> None:
@@ -35,11 +33,8 @@ def write_png_header(path, width: int, height: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def yes_model(tmp_path_factory):
-    path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("yes"))
-    script_reply(model, processor.tokenizer, "yes")
-    model.save_pretrained(path)
-    return load_model(str(path), device="cpu")
+def yes_model(yes_checkpoint):
+    return load_model(str(yes_checkpoint), device="cpu")
 
 
 def test_load_image_accepts_photo_and_converts_to_rgb(tmp_path):

@@ -24,19 +24,10 @@ from safetensors.torch import load_file
 from llava_vitsplit.model.chat_templates import VICUNA_V1_SYSTEM
 from llava_vitsplit.train.connector_io import CONNECTOR_CONFIG, CONNECTOR_WEIGHTS
 from llava_vitsplit.train.model_setup import BuildRecipe, build_from_recipe
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts
+from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTER_ARGS = [
-    "--num_task_layers",
-    "1",
-    "--prior_start",
-    "0",
-    "--num_prior_layers",
-    "2",
-    "--fusion_output",
-    "vision_mlp",
-]
+ADAPTER_ARGS = tiny_adapter_args()
 SEED = 0
 STAGE2_STEPS = 16  # 32 samples / batch 4 x 2 epochs
 TOWER, LLM, CONNECTOR = (

@@ -12,19 +12,10 @@ from llava_vitsplit.adapter import AdapterConfig
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import CONNECTOR_CONFIG, load_connector, save_connector
 from llava_vitsplit.train.model_setup import resolve_recipe, setup_model
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts
+from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.trainer import LlavaViTSplitTrainer
 
-ADAPTER = [
-    "--num_task_layers",
-    "1",
-    "--prior_start",
-    "0",
-    "--num_prior_layers",
-    "2",
-    "--fusion_output",
-    "vision_mlp",
-]
+ADAPTER = tiny_adapter_args()
 
 
 @pytest.fixture(scope="module")

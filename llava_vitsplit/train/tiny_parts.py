@@ -12,10 +12,21 @@ import json
 from pathlib import Path
 
 from llava_vitsplit.model.chat_templates import VICUNA_V1_SYSTEM
-from llava_vitsplit.tiny import TINY_CORPUS, save_tiny_language_model, save_tiny_vision_tower
+from llava_vitsplit.tiny import (
+    TINY_CORPUS,
+    save_tiny_language_model,
+    save_tiny_vision_tower,
+    tiny_adapter_settings,
+)
 from llava_vitsplit.tokenizers import load_tokenizer, train_llama_sentencepiece
 
 SHIPPED_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
+
+
+def tiny_adapter_args(fusion_output: str = "vision_mlp") -> list[str]:
+    """``llava-vitsplit train`` flags for an adapter that fits the tiny tower (``tiny_adapter_settings``)."""
+    settings = {**tiny_adapter_settings(), "fusion_output": fusion_output}
+    return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
 
 
 def tokenizer_corpus(data_files: list[Path] | None = None) -> list[str]:
