@@ -78,6 +78,8 @@ def test_task_head_learning_rate_multiplier(parts, tmp_path):
         "1e-3",
         "--task_head_lr_multiplier",
         "0.1",
+        "--deform_offset_lr_multiplier",
+        "0.5",
     )
     model, processor, _, _ = setup_model(model_args, data_args, training_args)
     trainer = LlavaViTSplitTrainer(model=model, args=training_args, processing_class=processor)
@@ -88,6 +90,8 @@ def test_task_head_learning_rate_multiplier(parts, tmp_path):
     names = {id(p): n for n, p in model.named_parameters()}
     task_head = {i for i in by_lr[1e-4]}
     assert task_head and all(".task_head." in names[i] for i in task_head)
+    offsets = by_lr[5e-4]
+    assert offsets and all(".spatial.offset." in names[i] for i in offsets)
     assert all("multi_modal_projector." in names[i] and ".task_head." not in names[i] for i in by_lr[1e-3])
     assert all("multi_modal_projector." not in names[i] for i in by_lr[2e-5])
     n_trainable = sum(1 for p in model.parameters() if p.requires_grad)

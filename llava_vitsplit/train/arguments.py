@@ -100,6 +100,12 @@ class TrainingArguments(transformers.TrainingArguments):
     task_head_lr_multiplier: float = field(
         default=1.0, metadata={"help": "Task head lr = connector lr x this"}
     )
+    deform_offset_lr_multiplier: float = field(
+        default=1.0,
+        metadata={
+            "help": "Deformable-conv offset predictors' lr = connector lr x this (0.1 steadies DCN, as in mmcv)"
+        },
+    )
     freeze_mm_mlp_adapter: bool = field(default=False, metadata={"help": "Stage 2 with a frozen connector"})
     lora_enable: bool = field(default=False)
     lora_r: int = field(default=128)

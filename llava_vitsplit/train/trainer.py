@@ -2,7 +2,8 @@
 
 - ``--group_by_modality_length``: the modality/length-grouped sampler (one optimizer step = one modality).
 - Learning-rate groups: the connector can get its own lr (``--mm_projector_lr``) and the ViT-Split task
-  head a multiplier of it (``--task_head_lr_multiplier``), each split into decay / no-decay groups. With
+  head and the deformable convs' offset predictors multipliers of it (``--task_head_lr_multiplier``,
+  ``--deform_offset_lr_multiplier``), each split into decay / no-decay groups. With
   ZeRO optimizer offload the same groups go to DeepSpeed's CPU Adam (the DeepSpeed configs define no
   optimizer, so these groups always apply).
 - Atomic checkpoints: a checkpoint is written under ``<output_dir>/.staging/checkpoint-N`` and renamed to
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 STAGING_DIR = ".staging"
 CONNECTOR_KEY = "multi_modal_projector."
 TASK_HEAD_KEY = ".task_head."
+OFFSET_KEY = ".spatial.offset."  # DeformableConv3x3.offset inside the prior head / fusion net
 
 
 class LlavaViTSplitTrainer(Trainer):
@@ -50,13 +52,16 @@ class LlavaViTSplitTrainer(Trainer):
             "llm": args.learning_rate,
             "connector": connector_lr,
             "task_head": connector_lr * args.task_head_lr_multiplier,
+            "offset": connector_lr * args.deform_offset_lr_multiplier,
         }
         buckets: dict[tuple[str, bool], list] = {}
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
             if CONNECTOR_KEY in name:
-                kind = "task_head" if TASK_HEAD_KEY in name else "connector"
+                kind = (
+                    "task_head" if TASK_HEAD_KEY in name else "offset" if OFFSET_KEY in name else "connector"
+                )
             else:
                 kind = "llm"
             buckets.setdefault((kind, name in decay_names), []).append(param)
@@ -75,7 +80,11 @@ class LlavaViTSplitTrainer(Trainer):
     def create_optimizer(self, model=None):
         args = self.args
         offload = self.optimizer_offloaded()
-        plain = args.mm_projector_lr is None and args.task_head_lr_multiplier == 1.0
+        plain = (
+            args.mm_projector_lr is None
+            and args.task_head_lr_multiplier == 1.0
+            and args.deform_offset_lr_multiplier == 1.0
+        )
         if self.optimizer is not None or (plain and not offload):
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
