@@ -80,9 +80,17 @@ def test_conversion_writes_valid_llava_records(converted):
         assert record["conversations"][0]["value"].startswith("<image>\n")
         assert sum("<image>" in turn["value"] for turn in record["conversations"]) == 1
 
-    # Stage 2 holds every train question exactly once, with its answer, as <= 4-turn conversations.
+    # A third of stage 2 (the default caption_share) repeats stage-1 captions as chat instructions.
+    questions = [r for r in stage2 if "-caption" not in r["id"]]
+    captions = [r for r in stage2 if "-caption" in r["id"]]
+    assert len({r["id"] for r in stage2}) == len(stage2)
+    assert abs(len(captions) - len(questions) / 2) <= 1
+    by_image = {r["image"]: r["conversations"] for r in stage1}
+    assert all(r["conversations"] == by_image[r["image"]] for r in captions)
+
+    # The rest holds every train question exactly once, with its answer, as <= 4-turn conversations.
     pairs = []
-    for record in stage2:
+    for record in questions:
         turns = record["conversations"]
         assert len(turns) <= 8
         for human, gpt in zip(turns[::2], turns[1::2], strict=True):
@@ -167,3 +175,12 @@ def test_rerun_skips_finished_steps_and_redoes_changed_ones(converted, capsys):
     log = capsys.readouterr().out
     assert log.count("up to date, skipped") == 6
     assert max(len(r["conversations"]) for r in json.loads(paths["stage2"].read_text())) == 4
+
+
+def test_stage2_records_one_question_each_and_no_captions_on_request():
+    train = easy_vqa.load_split("train", limit_images=6)
+    records = easy_vqa.stage2_records(train, max_turns=1, caption_share=0.0)
+    assert len(records) == len(train.questions)
+    assert all(len(r["conversations"]) == 2 for r in records)
+    with pytest.raises(ValueError, match="caption_share"):
+        easy_vqa.stage2_records(train, caption_share=1.0)

@@ -119,6 +119,32 @@ def test_bfloat16_forward_and_backward():
     assert grad is not None and grad.dtype == torch.bfloat16 and torch.isfinite(grad.float()).all()
 
 
+@pytest.mark.parametrize("num_items_in_batch", [None, 7])
+def test_loss_on_supervised_positions_equals_the_full_logits_loss(num_items_in_batch):
+    from transformers.models.llava.modeling_llava import LlavaForConditionalGeneration
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, model, processor = build_tiny_checkpoint(tmp)
+    apply_stage(model, "finetune")
+    inputs = _inputs(processor)
+    labels = inputs["input_ids"].clone()
+    labels[:, : labels.shape[1] - 5] = -100  # the last 5 tokens are targets
+    kwargs = {} if num_items_in_batch is None else {"num_items_in_batch": torch.tensor(num_items_in_batch)}
+
+    def loss_and_grad(forward):
+        model.zero_grad(set_to_none=True)
+        out = forward(model, **inputs, labels=labels, **kwargs)
+        out.loss.backward()
+        return out, model.connector.adapter.fusion.reduce.weight.grad.clone()
+
+    ours, our_grad = loss_and_grad(LlavaViTSplitForConditionalGeneration.forward)
+    full, full_grad = loss_and_grad(LlavaForConditionalGeneration.forward)  # LM head on every position
+    assert ours.logits.shape == (5, model.config.text_config.vocab_size)
+    assert full.logits.shape[:2] == inputs["input_ids"].shape
+    torch.testing.assert_close(ours.loss, full.loss, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(our_grad, full_grad, atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.parametrize("fixture", ["tiny_checkpoint", "tiny_mlp_checkpoint"])
 def test_save_and_load_give_identical_logits_and_generate_runs(fixture, request):
     path, model, processor = request.getfixturevalue(fixture)

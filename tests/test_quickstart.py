@@ -86,6 +86,13 @@ def test_shortened_quickstart_runs_every_step_and_resumes(tmp_path, capsys):
         assert f"[quickstart] {step}: done before" in rerun
     assert "cached in" in rerun
 
+    # a stage-2 change redoes stage 2 and the evaluation, and keeps stage 1
+    assert main([*argv, "--finetune-steps", "1"]) == 0
+    changed = capsys.readouterr().out
+    assert "[quickstart] pretrain: done before" in changed
+    assert "[quickstart] finetune: done before" not in changed
+    assert "--max_steps 1" in (out / "logs" / "finetune.log").read_text()
+
 
 def _report_examples(report: str) -> list[tuple[str, str]]:
     rows = []

@@ -4,11 +4,16 @@ What is inherited unchanged from ``LlavaModel`` / ``LlavaForConditionalGeneratio
 merge (``get_placeholder_mask`` raises when the number of ``<image>`` tokens does not match the image
 features), the language model call, ``generate`` and its cache handling, the loss on ``labels``.
 
-What changes: ``get_image_features``. The vision tower is frozen (``requires_grad=False``), truncated to
-its effective depth ``E`` (LLaVA's feature layer -2 on a 24-block CLIP-L keeps 23 blocks: the last block is
-never run, stored or loaded) and run under ``torch.no_grad()`` so none of its activations enter the
-autograd graph. The connector (``multi_modal_projector``: ViT-Split heads or the LLaVA MLP) maps the hidden
+What changes: ``get_image_features``, and the training loss skips unsupervised positions (below). The
+vision tower is frozen (``requires_grad=False``), truncated to its effective depth ``E`` (LLaVA's feature
+layer -2 on a 24-block CLIP-L keeps 23 blocks: the last block is never run, stored or loaded) and run under
+``torch.no_grad()`` so none of its activations enter the autograd graph. The connector (``multi_modal_projector``: ViT-Split heads or the LLaVA MLP) maps the hidden
 states ``h[0..E]`` to ``[B, h*w, D_llm]`` image tokens.
+
+Loss on supervised positions only: with ``labels`` (and the default ``logits_to_keep=0``) the LM head runs
+only where the next token is supervised (transformers' boolean ``logits_to_keep`` mask), so image,
+system and question positions never pay for the ``[D_llm, vocab]`` projection. The loss is the same;
+``logits`` then holds those rows only, ``[num_supervised, vocab]``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel
 from transformers import initialization as init
@@ -144,3 +150,31 @@ class LlavaViTSplitForConditionalGeneration(LlavaViTSplitPreTrainedModel, LlavaF
         blocks = encoder_layers(self.model.vision_tower)
         k_t = connector.adapter.config.num_task_layers
         connector.adapter.task_head.load_from_blocks(list(blocks)[-k_t:])
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ):
+        """Llava's forward; with ``labels`` the logits and loss cover supervised positions only.
+
+        The inputs ``generate`` passes are named here because it checks them against this signature.
+        """
+        kwargs.update(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        if labels is None or not isinstance(logits_to_keep, int) or logits_to_keep != 0:
+            return super().forward(labels=labels, logits_to_keep=logits_to_keep, **kwargs)
+        shift_labels = F.pad(labels[:, 1:], (0, 1), value=-100)  # [B, L]: the token each position predicts
+        supervised = shift_labels != -100  # [B, L]
+        outputs = super().forward(logits_to_keep=supervised, **kwargs)  # logits [num_supervised, V]
+        outputs.loss = self.loss_function(
+            logits=outputs.logits,
+            labels=None,
+            shift_labels=shift_labels[supervised],  # [num_supervised]
+            vocab_size=self.config.text_config.vocab_size,
+            num_items_in_batch=kwargs.get("num_items_in_batch"),
+        )
+        return outputs

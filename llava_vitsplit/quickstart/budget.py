@@ -12,14 +12,17 @@ class Budget:
     image_size: square input side in pixels (a multiple of 14; 84 -> 6x6 = 36 image tokens).
     limit_images: convert only the first N easy-vqa images per split (None: all 4,000 / 1,000).
     max_turns: questions per stage-2 conversation (None: all of an image's questions).
+    caption_share: fraction of stage-2 records that are caption conversations (``easy_vqa.stage2_records``).
     *_steps / *_batch / *_lr: optimizer steps, batch size and learning rate of each stage.
     connector_lr: stage-2 learning rate of the connector (the LLM uses ``finetune_lr``).
+    task_head_lr_multiplier: the task head's (pretrained copied blocks') lr as a fraction of the connector's.
     eval_limit: evaluate the first N test questions (the file is shuffled); None: all 9,673.
     """
 
     image_size: int
     limit_images: int | None
     max_turns: int | None
+    caption_share: float
     pretrain_steps: int
     pretrain_batch: int
     pretrain_lr: float
@@ -27,6 +30,7 @@ class Budget:
     finetune_batch: int
     finetune_lr: float
     connector_lr: float
+    task_head_lr_multiplier: float
     eval_limit: int | None
     eval_batch: int
 
@@ -35,18 +39,20 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # About 25 minutes on 2 busy CPU cores after the install (BENCHMARKS.md: the measured runs).
+    # About 25 minutes on 2 CPU cores after the install (BENCHMARKS.md: the measured runs).
     "default": Budget(
         image_size=84,
         limit_images=None,
-        max_turns=None,
-        pretrain_steps=100,
+        max_turns=1,
+        caption_share=1 / 3,
+        pretrain_steps=150,
         pretrain_batch=16,
         pretrain_lr=1e-3,
-        finetune_steps=20,
-        finetune_batch=8,
-        finetune_lr=5e-5,
-        connector_lr=5e-4,
+        finetune_steps=40,
+        finetune_batch=16,
+        finetune_lr=1e-4,
+        connector_lr=2e-4,
+        task_head_lr_multiplier=0.1,
         eval_limit=300,
         eval_batch=16,
     ),
@@ -55,6 +61,7 @@ BUDGETS: dict[str, Budget] = {
         image_size=28,
         limit_images=4,
         max_turns=2,
+        caption_share=0.25,
         pretrain_steps=2,
         pretrain_batch=2,
         pretrain_lr=1e-3,
@@ -62,6 +69,7 @@ BUDGETS: dict[str, Budget] = {
         finetune_batch=2,
         finetune_lr=5e-5,
         connector_lr=2e-4,
+        task_head_lr_multiplier=0.1,
         eval_limit=4,
         eval_batch=4,
     ),

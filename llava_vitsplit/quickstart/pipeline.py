@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llava_vitsplit.assets.sources import sha256_file
 from llava_vitsplit.data.easy_vqa_task import BLANK_IMAGE_NAME
 from llava_vitsplit.quickstart.budget import VARIANTS, Budget
 
@@ -132,7 +133,10 @@ class Run:
 
         start = time.perf_counter()
         easy_vqa.convert(
-            self.data_dir, limit_images=self.budget.limit_images, max_turns=self.budget.max_turns
+            self.data_dir,
+            limit_images=self.budget.limit_images,
+            max_turns=self.budget.max_turns,
+            caption_share=self.budget.caption_share,
         )
         self.timings["data"] = time.perf_counter() - start
         if self.variant == "blind":
@@ -159,10 +163,14 @@ class Run:
             lambda: sized_tower(self.vision_tower, self.tower_dir, self.budget.image_size),
         )
 
-    def _train_env(self, stage: str) -> dict[str, str]:
+    def _batch_and_lr(self, stage: str) -> tuple[int, float]:
         b = self.budget
-        batch = b.pretrain_batch if stage == "pretrain" else b.finetune_batch
-        lr = b.pretrain_lr if stage == "pretrain" else b.finetune_lr
+        if stage == "pretrain":
+            return b.pretrain_batch, b.pretrain_lr
+        return b.finetune_batch, b.finetune_lr
+
+    def _train_env(self, stage: str) -> dict[str, str]:
+        batch, lr = self._batch_and_lr(stage)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -203,17 +211,25 @@ class Run:
         b = self.budget
         args = ["--max_steps", str(b.pretrain_steps if stage == "pretrain" else b.finetune_steps)]
         args += VARIANTS[self.variant]
+        args += ["--task_head_lr_multiplier", str(b.task_head_lr_multiplier)]
         if stage == "finetune":
             # SmolLM2 ships a ChatML chat template, which inference uses too: train with it.
             args += ["--version", "chat_template", "--mm_projector_lr", str(b.connector_lr)]
+            # Random batches: grouping by length makes each batch one question phrasing (all images, so
+            # there is no modality to group), which in a 40-step run left the model answering 'yes' to
+            # every yes/no question (50.0%).
+            args += ["--group_by_modality_length", "False"]
         return args
 
     def train(self, stage: str) -> None:
         script = ROOT / "scripts" / ("pretrain.sh" if stage == "pretrain" else "finetune.sh")
         out = self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir
         marker = out / ("connector.safetensors" if stage == "pretrain" else "config.json")
-        settings = {
-            "budget": self.budget.to_dict(),
+        batch, lr = self._batch_and_lr(stage)
+        settings = {  # what this stage's result depends on (a stage-2 change keeps stage 1)
+            "batch": batch,
+            "lr": lr,
+            "data": sha256_file(self.data_file(stage)),
             "variant": self.variant,
             "language_model": self.language_model,
             "vision_tower": self.vision_tower,
