@@ -49,7 +49,7 @@ QUICKSTART_ARGS ?=
 DEMO_MODEL ?= checkpoints/quickstart/checkpoint
 QS := $(VENV)/bin/llava-vitsplit quickstart --vision-tower $(VISION_TOWER) --language-model $(LLM)
 
-# Install, recover the pretrained parts, convert easy-vqa, train both stages, evaluate, report (~20 min).
+# Install, recover the pretrained parts, convert easy-vqa, train both stages, evaluate, report (~40 min on 2 cores).
 quickstart: $(ASSETS_STAMP)
 	$(QS) $(QUICKSTART_ARGS)
 
