@@ -184,3 +184,5 @@ def test_stage2_records_one_question_each_and_no_captions_on_request():
     assert all(len(r["conversations"]) == 2 for r in records)
     with pytest.raises(ValueError, match="caption_share"):
         easy_vqa.stage2_records(train, caption_share=1.0)
+    with pytest.raises(ValueError, match="max_turns"):
+        easy_vqa.stage2_records(train, max_turns=-1)

@@ -247,7 +247,10 @@ def instruction_records(split: Split, max_turns: int | None = None) -> list[dict
 
 
 def stage2_records(
-    split: Split, max_turns: int | None = 1, caption_share: float = 0.0, seed: int = 0
+    split: Split,
+    max_turns: int | None = STAGE2_MAX_TURNS,
+    caption_share: float = STAGE2_CAPTION_SHARE,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Stage-2 records: the questions (:func:`instruction_records`) plus caption conversations, shuffled.
 
@@ -258,6 +261,8 @@ def stage2_records(
     """
     if not 0.0 <= caption_share < 1.0:
         raise ValueError(f"caption_share must be in [0, 1), got {caption_share}")
+    if max_turns is not None and max_turns < 1:
+        raise ValueError(f"max_turns must be >= 1 (or None for all of an image's questions), got {max_turns}")
     records = instruction_records(split, max_turns)
     captions = caption_records(split) if caption_share > 0 else []
     wanted = round(len(records) * caption_share / (1.0 - caption_share)) if captions else 0
@@ -432,12 +437,12 @@ def main(argv: list[str]) -> int:
         paths = convert(
             args.out,
             limit_images=args.limit_images,
-            max_turns=args.max_turns or None,
+            max_turns=None if args.max_turns == 0 else args.max_turns,
             caption_share=args.caption_share,
             seed=args.seed,
             force=args.force,
         )
-    except EasyVQAError as err:
+    except ValueError as err:  # EasyVQAError, or a bad --max-turns / --caption-share
         print(f"llava-vitsplit easy-vqa: {err}")
         return 1
     print(summary(Path(args.out)))

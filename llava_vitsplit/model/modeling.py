@@ -7,8 +7,9 @@ features), the language model call, ``generate`` and its cache handling, the los
 What changes: ``get_image_features``, and the training loss skips unsupervised positions (below). The
 vision tower is frozen (``requires_grad=False``), truncated to its effective depth ``E`` (LLaVA's feature
 layer -2 on a 24-block CLIP-L keeps 23 blocks: the last block is never run, stored or loaded) and run under
-``torch.no_grad()`` so none of its activations enter the autograd graph. The connector (``multi_modal_projector``: ViT-Split heads or the LLaVA MLP) maps the hidden
-states ``h[0..E]`` to ``[B, h*w, D_llm]`` image tokens.
+``torch.no_grad()`` so none of its activations enter the autograd graph. The connector
+(``multi_modal_projector``: ViT-Split heads or the LLaVA MLP) maps the hidden states ``h[0..E]`` to
+``[B, h*w, D_llm]`` image tokens.
 
 Loss on supervised positions only: with ``labels`` (and the default ``logits_to_keep=0``) the LM head runs
 only where the next token is supervised (transformers' boolean ``logits_to_keep`` mask), so image,

@@ -163,14 +163,15 @@ class Run:
             lambda: sized_tower(self.vision_tower, self.tower_dir, self.budget.image_size),
         )
 
-    def _batch_and_lr(self, stage: str) -> tuple[int, float]:
+    def _stage_budget(self, stage: str) -> tuple[int, int, float]:
+        """``(steps, batch, lr)`` of ``stage``."""
         b = self.budget
         if stage == "pretrain":
-            return b.pretrain_batch, b.pretrain_lr
-        return b.finetune_batch, b.finetune_lr
+            return b.pretrain_steps, b.pretrain_batch, b.pretrain_lr
+        return b.finetune_steps, b.finetune_batch, b.finetune_lr
 
     def _train_env(self, stage: str) -> dict[str, str]:
-        batch, lr = self._batch_and_lr(stage)
+        _, batch, lr = self._stage_budget(stage)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -209,7 +210,7 @@ class Run:
 
     def _train_args(self, stage: str) -> list[str]:
         b = self.budget
-        args = ["--max_steps", str(b.pretrain_steps if stage == "pretrain" else b.finetune_steps)]
+        args = ["--max_steps", str(self._stage_budget(stage)[0])]
         args += VARIANTS[self.variant]
         args += ["--task_head_lr_multiplier", str(b.task_head_lr_multiplier)]
         if stage == "finetune":
@@ -225,7 +226,7 @@ class Run:
         script = ROOT / "scripts" / ("pretrain.sh" if stage == "pretrain" else "finetune.sh")
         out = self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir
         marker = out / ("connector.safetensors" if stage == "pretrain" else "config.json")
-        batch, lr = self._batch_and_lr(stage)
+        _, batch, lr = self._stage_budget(stage)  # the steps are in the args
         settings = {  # what this stage's result depends on (a stage-2 change keeps stage 1)
             "batch": batch,
             "lr": lr,
