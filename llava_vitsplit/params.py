@@ -4,7 +4,8 @@ VLM presets are built on the meta device (no memory, no download) and counted pe
 vision tower (frozen, as run: blocks past the feature layer are dropped), the connector's task head,
 prior head, fusion and projector, and the language model (LM head included, tied weights counted once),
 with the trainable/frozen totals of stage 1 (``pretrain``) and stage 2 (``finetune``). Dense presets
-(``dense-*``) are counted by ``llava_vitsplit.dense.presets.dense_param_report``.
+(``dense-*``) are counted by ``llava_vitsplit.dense.presets.dense_param_report``. A trained checkpoint's
+architecture is counted the same way from its ``config.json`` (``checkpoint_param_report``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,13 +35,8 @@ def count_parameters(modules: Iterable[nn.Module], seen: set[int] | None = None)
     return total
 
 
-def vlm_param_report(name: str) -> dict:
-    """Per-component and per-stage counts for VLM preset ``name``."""
-    from llava_vitsplit.model import LlavaViTSplitForConditionalGeneration
-
-    preset = get_preset(name)
-    with torch.device("meta"):
-        model = LlavaViTSplitForConditionalGeneration(preset.model_config())
+def model_param_report(model) -> dict:
+    """Per-component, per-connector-part and per-stage counts of a ``LlavaViTSplitForConditionalGeneration``."""
     seen: set[int] = set()
     components = {part: count_parameters(mods, seen) for part, mods in model_components(model).items()}
     connector = {part: count_parameters(mods) for part, mods in connector_components(model.connector).items()}
@@ -47,13 +44,28 @@ def vlm_param_report(name: str) -> dict:
     for stage, trainable in STAGE_COMPONENTS.items():
         n_train = sum(n for part, n in components.items() if part in trainable)
         stages[stage] = {"trainable": n_train, "frozen": sum(components.values()) - n_train}
-    return {
-        "preset": name,
-        "description": preset.description,
-        "components": components,
-        "connector": connector,
-        "stages": stages,
-    }
+    return {"components": components, "connector": connector, "stages": stages}
+
+
+def _meta_model(config):
+    from llava_vitsplit.model import LlavaViTSplitForConditionalGeneration
+
+    with torch.device("meta"):
+        return LlavaViTSplitForConditionalGeneration(config)
+
+
+def vlm_param_report(name: str) -> dict:
+    """Per-component and per-stage counts for VLM preset ``name``."""
+    preset = get_preset(name)
+    report = model_param_report(_meta_model(preset.model_config()))
+    return {"preset": name, "description": preset.description, **report}
+
+
+def checkpoint_param_report(checkpoint: str | Path) -> dict:
+    """The counts of a saved checkpoint's architecture (its ``config.json``; no weights are read)."""
+    from llava_vitsplit.model import LlavaViTSplitConfig
+
+    return model_param_report(_meta_model(LlavaViTSplitConfig.from_pretrained(str(checkpoint))))
 
 
 def _dense_report(name: str) -> dict | None:

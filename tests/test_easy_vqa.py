@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -177,6 +177,35 @@ def test_rerun_skips_finished_steps_and_redoes_changed_ones(converted, capsys):
     assert max(len(r["conversations"]) for r in json.loads(paths["stage2"].read_text())) == 4
 
 
+def test_balance_yes_no_equalises_answers_per_phrasing_and_keeps_open_questions():
+    assert easy_vqa.phrasing("Is there not a Teal circle?") == "is there not a <color> <shape>?"
+    questions = [
+        qa("is there a red shape?", "no", 0),
+        qa("is there a blue shape?", "no", 1),
+        qa("what color is the shape?", "red", 0),
+        qa("is there a green shape?", "yes", 2),
+        qa("is there a teal shape?", "no", 3),
+        qa("is there not a circle?", "yes", 0),  # a phrasing with one answer only: dropped
+        qa("what shape is present?", "circle", 1),
+    ]
+    kept = easy_vqa.balance_yes_no(questions, seed=3)
+    assert [q.answer for q in kept if q.answer not in ("yes", "no")] == ["red", "circle"]
+    yes_no = [q for q in kept if q.answer in ("yes", "no")]
+    assert sorted(q.answer for q in yes_no) == ["no", "yes"]
+    assert kept == [q for q in questions if q in kept]  # original order
+    assert kept == easy_vqa.balance_yes_no(questions, seed=3)
+
+    train = easy_vqa.load_split("train", limit_images=300)
+    counts = Counter(
+        (easy_vqa.phrasing(q.question), q.answer)
+        for q in easy_vqa.balance_yes_no(train.questions)
+        if q.answer in ("yes", "no")
+    )
+    assert counts and all(counts[text, "yes"] == counts[text, "no"] for text, _ in counts)
+    records = easy_vqa.stage2_records(train, caption_share=0.0, balanced=True)
+    assert len(records) == len(easy_vqa.balance_yes_no(train.questions)) < len(train.questions)
+
+
 def test_stage2_records_one_question_each_and_no_captions_on_request():
     train = easy_vqa.load_split("train", limit_images=6)
     records = easy_vqa.stage2_records(train, max_turns=1, caption_share=0.0)
@@ -186,3 +215,41 @@ def test_stage2_records_one_question_each_and_no_captions_on_request():
         easy_vqa.stage2_records(train, caption_share=1.0)
     with pytest.raises(ValueError, match="max_turns"):
         easy_vqa.stage2_records(train, max_turns=-1)
+
+
+def test_blind_baseline_sees_one_blank_image_in_training_and_evaluation(converted, tmp_path):
+    from dataclasses import replace
+
+    from datasets import load_dataset
+    from lmms_eval.utils import load_yaml_config
+    from PIL import Image, ImageStat
+
+    from llava_vitsplit.data.easy_vqa_task import BLANK_IMAGE_NAME, BLANK_RGB, BLIND_TASK_NAME
+    from llava_vitsplit.quickstart.budget import get_budget
+    from llava_vitsplit.quickstart.pipeline import Run
+
+    def is_blank(image: Image.Image) -> bool:
+        return ImageStat.Stat(image.convert("RGB")).extrema == [(v, v) for v in BLANK_RGB]
+
+    out, paths = converted
+    # the fixture's conversion settings, so `data()` finds every conversion step done
+    budget = replace(
+        get_budget("smoke"), limit_images=6, max_turns=4, caption_share=easy_vqa.STAGE2_CAPTION_SHARE
+    )
+    run = Run(out_dir=tmp_path / "blind", budget=budget, variant="blind", data_dir=out, log=lambda _: None)
+    run.data()
+    for stage, original in (("pretrain", paths["stage1"]), ("finetune", paths["stage2"])):
+        assert run.data_file(stage).parent == tmp_path / "blind" / "data"
+        blind, seen = json.loads(run.data_file(stage).read_text()), json.loads(original.read_text())
+        assert {r["image"] for r in blind} == {BLANK_IMAGE_NAME}
+        assert [r["conversations"] for r in blind] == [r["conversations"] for r in seen]
+    with Image.open(paths["image_folder"] / BLANK_IMAGE_NAME) as image:
+        assert is_blank(image)
+
+    task_dir = paths["task_dir"] / TASK_NAME
+    config = load_yaml_config(str(task_dir / f"{BLIND_TASK_NAME}.yaml"))
+    assert config["task"] == BLIND_TASK_NAME
+    parquet = task_dir / config["dataset_kwargs"]["data_files"]["test"]
+    docs = load_dataset("parquet", data_files={"test": str(parquet)})["test"]
+    first, second = (config["doc_to_visual"](docs[i])[0] for i in range(2))
+    assert is_blank(first) and first.tobytes() == second.tobytes() and first.size == docs[0]["image"].size

@@ -69,3 +69,18 @@ def test_readme_preset_table_matches_the_counts():
         stage1, stage2 = (int(cell.strip(" *").replace(",", "")) for cell in row.split("|")[3:5])
         stages = vlm_param_report(name)["stages"]
         assert (stage1, stage2) == (stages["pretrain"]["trainable"], stages["finetune"]["trainable"]), name
+
+
+@pytest.mark.parametrize("connector_type", ["vitsplit", "mlp2x_gelu"])
+def test_checkpoint_report_counts_what_each_stage_trains(tmp_path, connector_type):
+    from llava_vitsplit.params import checkpoint_param_report
+    from llava_vitsplit.stages import apply_stage
+    from llava_vitsplit.tiny import build_tiny_checkpoint
+
+    path, model, _ = build_tiny_checkpoint(tmp_path / "ckpt", connector_type=connector_type)
+    report = checkpoint_param_report(path)
+    for stage in ("pretrain", "finetune"):
+        apply_stage(model, stage)
+        trainable = {id(p): p.numel() for p in model.parameters() if p.requires_grad}
+        assert report["stages"][stage]["trainable"] == sum(trainable.values()) > 0, stage
+    assert sum(report["stages"]["pretrain"].values()) == sum(p.numel() for p in model.parameters())

@@ -102,3 +102,20 @@ def _report_examples(report: str) -> list[tuple[str, str]]:
             rows.append((image, rest.split(" -> ")[0]))
     assert rows, report
     return rows
+
+
+def test_comparison_table_has_one_row_per_variant():
+    from llava_vitsplit.quickstart.report import EvalResult, comparison_table
+
+    def result(acc: float) -> EvalResult:
+        by_type = {"yes/no": acc, "color": acc / 2, "shape": acc / 3}
+        return EvalResult(task="t", accuracy=acc, by_type=by_type, num_questions=300, samples=[])
+
+    table = comparison_table(
+        [("vitsplit", result(85.0), (10_672_896, 145_188_480), 2208.0), ("blind", result(42.0), (1, 2), 60.0)]
+    ).splitlines()
+    assert len(table) == 4 and table[0].count("|") == table[2].count("|") == 10
+    assert table[2] == (
+        "| vitsplit | 85.0% | 85.0% | 42.5% | 28.3% | 300 | 10,672,896 | 145,188,480 | 36.8 min |"
+    )
+    assert table[3].startswith("| blind | 42.0% |") and table[3].endswith("| 1 | 2 | 1.0 min |")

@@ -12,7 +12,9 @@ eight colours, with 38,575 / 9,673 questions over 13 answers. This module writes
   short-answer instruction, mixed with the stage-1 captions asked as instructions (:func:`stage2_records`).
   By default each question is its own conversation: an image's questions name its colour and shape in
   their own text ("what is the blue shape?"), so in a multi-turn record (LLaVA-1.5's VQAv2 layout) most
-  answers can be copied from earlier turns instead of read off the image;
+  answers can be copied from earlier turns instead of read off the image. Optionally the yes/no
+  questions are subsampled to equal yes and no answers per phrasing, since their wording predicts the
+  answer (:func:`balance_yes_no`);
 - ``test_questions.jsonl``: LLaVA's evaluation question format (``question_id``, ``image``, ``text``) plus
   ``question``, ``answer``, ``question_type`` and ``image_id``;
 - ``lmms_eval_tasks/``: a local lmms-eval task over the test split (``--include_path``), see
@@ -56,6 +58,7 @@ CAPTION_PROMPTS = (
 _NEGATIONS = {"not", "no"}
 STAGE2_MAX_TURNS = 1  # questions per stage-2 conversation (see the module docstring)
 STAGE2_CAPTION_SHARE = 1 / 3  # fraction of stage-2 records that are captions (see stage2_records)
+STAGE2_BALANCE_YES_NO = False  # equal yes and no answers per yes/no phrasing (see balance_yes_no)
 
 
 class EasyVQAError(ValueError):
@@ -221,10 +224,44 @@ def caption_records(split: Split) -> list[dict[str, Any]]:
     return records
 
 
-def instruction_records(split: Split, max_turns: int | None = None) -> list[dict[str, Any]]:
-    """Stage-2 records: each image's questions as one conversation (``max_turns`` questions per record)."""
+def phrasing(question: str) -> str:
+    """The question with its colour and shape words masked: ``is there not a <color> shape?``."""
+    masked = re.sub(rf"\b({'|'.join(colors())})\b", "<color>", question.lower())
+    return re.sub(rf"\b({'|'.join(SHAPES)})\b", "<shape>", masked)
+
+
+def balance_yes_no(questions: list[QA], seed: int = 0) -> list[QA]:
+    """Keep every open question; subsample yes/no questions to equal yes and no counts per phrasing.
+
+    easy-vqa's yes/no answers follow their wording: ``is there a <color> shape?`` is "no" for 88% of the
+    train questions and its negation ``is there not a <color> shape?`` "yes" for 88% (the shape phrasings
+    2:1). A model can score that prior from the text alone (the blind baseline does), and a short stage 2
+    learns the prior instead of looking at the image. Within each phrasing the majority answer is
+    randomly subsampled (``seed``) to the minority's count; the original order is kept. Off by default:
+    in the quickstart's 80-step stage 2 it removed the prior without teaching the model to look (it then
+    answered "yes" to 93% of yes/no questions; BENCHMARKS.md).
+    """
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for position, qa in enumerate(questions):
+        if qa.answer in ("yes", "no"):
+            groups[phrasing(qa.question), qa.answer].append(position)
+    rng = random.Random(seed)
+    keep = {i for i, qa in enumerate(questions) if qa.answer not in ("yes", "no")}
+    for (text, answer), positions in sorted(groups.items()):
+        other = groups.get((text, "no" if answer == "yes" else "yes"), [])
+        keep.update(rng.sample(positions, min(len(positions), len(other))))
+    return [qa for i, qa in enumerate(questions) if i in keep]
+
+
+def instruction_records(
+    split: Split, max_turns: int | None = None, questions: list[QA] | None = None
+) -> list[dict[str, Any]]:
+    """Stage-2 records: each image's questions as one conversation (``max_turns`` questions per record).
+
+    ``questions``: a subset of the split's questions to use (default: all of them).
+    """
     by_image: dict[int, list[QA]] = defaultdict(list)
-    for qa in split.questions:
+    for qa in split.questions if questions is None else questions:
         by_image[qa.image_id].append(qa)
     step = max_turns or max(len(v) for v in by_image.values())
     records = []
@@ -251,9 +288,11 @@ def stage2_records(
     max_turns: int | None = STAGE2_MAX_TURNS,
     caption_share: float = STAGE2_CAPTION_SHARE,
     seed: int = 0,
+    balanced: bool = STAGE2_BALANCE_YES_NO,
 ) -> list[dict[str, Any]]:
     """Stage-2 records: the questions (:func:`instruction_records`) plus caption conversations, shuffled.
 
+    ``balanced``: yes/no questions subsampled to equal answers per phrasing (:func:`balance_yes_no`).
     ``caption_share`` is the fraction of records that are captions (repeated as often as needed): the
     caption asks for colour and shape at once, in the chat format the questions use. (In a 40-step,
     batch-16 stage-2 probe from the same stage-1 connector, a share of 1/3 raised teacher-forced accuracy
@@ -263,7 +302,8 @@ def stage2_records(
         raise ValueError(f"caption_share must be in [0, 1), got {caption_share}")
     if max_turns is not None and max_turns < 1:
         raise ValueError(f"max_turns must be >= 1 (or None for all of an image's questions), got {max_turns}")
-    records = instruction_records(split, max_turns)
+    questions = balance_yes_no(split.questions, seed) if balanced else split.questions
+    records = instruction_records(split, max_turns, questions)
     captions = caption_records(split) if caption_share > 0 else []
     wanted = round(len(records) * caption_share / (1.0 - caption_share)) if captions else 0
     for n in range(wanted):
@@ -341,6 +381,7 @@ def convert(
     limit_images: int | None = None,
     max_turns: int | None = STAGE2_MAX_TURNS,
     caption_share: float = STAGE2_CAPTION_SHARE,
+    balanced: bool = STAGE2_BALANCE_YES_NO,
     seed: int = 0,
     force: bool = False,
 ) -> dict[str, Path]:
@@ -377,9 +418,17 @@ def convert(
     )
     steps.run(
         "stage2",
-        {**base, "captions": CAPTION_FORMAT, "max_turns": max_turns, "caption_share": caption_share},
+        {
+            **base,
+            "captions": CAPTION_FORMAT,
+            "max_turns": max_turns,
+            "caption_share": caption_share,
+            "balanced_yes_no": balanced,
+        },
         [paths["stage2"]],
-        lambda: write_json(paths["stage2"], stage2_records(splits["train"], max_turns, caption_share, seed)),
+        lambda: write_json(
+            paths["stage2"], stage2_records(splits["train"], max_turns, caption_share, seed, balanced)
+        ),
     )
     rows = eval_rows(splits["test"])
     random.Random(seed).shuffle(rows)  # so lmms-eval's --limit N takes a representative sample
@@ -430,6 +479,12 @@ def main(argv: list[str]) -> int:
         default=STAGE2_CAPTION_SHARE,
         help="fraction of stage-2 records that are captions (default: %(default).2f)",
     )
+    parser.add_argument(
+        "--balance-yes-no",
+        dest="balanced",
+        action="store_true",
+        help="subsample stage-2 yes/no questions to equal yes and no answers per phrasing",
+    )
     parser.add_argument("--seed", type=int, default=0, help="order of the test questions")
     parser.add_argument("--force", action="store_true", help="redo every step")
     args = parser.parse_args(argv)
@@ -439,6 +494,7 @@ def main(argv: list[str]) -> int:
             limit_images=args.limit_images,
             max_turns=None if args.max_turns == 0 else args.max_turns,
             caption_share=args.caption_share,
+            balanced=args.balanced,
             seed=args.seed,
             force=args.force,
         )

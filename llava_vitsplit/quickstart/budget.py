@@ -13,6 +13,7 @@ class Budget:
     limit_images: convert only the first N easy-vqa images per split (None: all 4,000 / 1,000).
     max_turns: questions per stage-2 conversation (None: all of an image's questions).
     caption_share: fraction of stage-2 records that are caption conversations (``easy_vqa.stage2_records``).
+    balanced_yes_no: equal yes and no answers per stage-2 yes/no phrasing (``easy_vqa.balance_yes_no``).
     *_steps / *_batch / *_lr: optimizer steps, batch size and learning rate of each stage.
     connector_lr: stage-2 learning rate of the connector (the LLM uses ``finetune_lr``).
     task_head_lr_multiplier: the task head's (pretrained copied blocks') lr as a fraction of the connector's.
@@ -23,6 +24,7 @@ class Budget:
     limit_images: int | None
     max_turns: int | None
     caption_share: float
+    balanced_yes_no: bool
     pretrain_steps: int
     pretrain_batch: int
     pretrain_lr: float
@@ -45,6 +47,7 @@ BUDGETS: dict[str, Budget] = {
         limit_images=None,
         max_turns=1,
         caption_share=1 / 3,
+        balanced_yes_no=False,
         pretrain_steps=150,
         pretrain_batch=16,
         pretrain_lr=1e-3,
@@ -62,6 +65,7 @@ BUDGETS: dict[str, Budget] = {
         limit_images=4,
         max_turns=2,
         caption_share=0.25,
+        balanced_yes_no=False,
         pretrain_steps=2,
         pretrain_batch=2,
         pretrain_lr=1e-3,

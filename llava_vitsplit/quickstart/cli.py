@@ -20,10 +20,10 @@ from llava_vitsplit.quickstart.budget import BUDGETS, VARIANTS, get_budget
 from llava_vitsplit.quickstart.pipeline import QuickstartError, Run
 from llava_vitsplit.quickstart.report import (
     comparison_table,
-    count_connector_parameters,
     format_report,
     read_eval,
     test_docs,
+    trainable_parameters,
 )
 
 DEFAULT_OUT = Path("checkpoints/quickstart")
@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per step (default: all cores)")
     for name in ("pretrain_steps", "finetune_steps", "eval_limit", "image_size", "limit_images"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help="override the budget")
+    parser.add_argument(
+        "--balance-yes-no",
+        action="store_true",
+        help="stage 2: equal yes and no answers per yes/no phrasing (easy_vqa.balance_yes_no)",
+    )
     for name in ("pretrain_lr", "finetune_lr", "connector_lr"):
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=float, default=None, help="override the budget"
@@ -65,6 +70,7 @@ def run_variant(args: argparse.Namespace, variant: str) -> Run:
         pretrain_lr=args.pretrain_lr,
         finetune_lr=args.finetune_lr,
         connector_lr=args.connector_lr,
+        balanced_yes_no=True if args.balance_yes_no else None,
     )
     out = Path(args.out) if variant == "vitsplit" else Path(args.out) / f"compare-{variant}"
     run = Run(
@@ -93,7 +99,7 @@ def main(argv: list[str]) -> int:
             docs = test_docs(run.data_dir / "lmms_eval_tasks" / TASK_NAME / PARQUET_NAME)
             print(format_report(result, docs, run.checkpoint_dir, run.timings))
             seconds = sum(v for k, v in run.timings.items() if k in ("pretrain", "finetune", "evaluate"))
-            rows.append((variant, result, count_connector_parameters(run.checkpoint_dir), seconds))
+            rows.append((variant, result, trainable_parameters(run.checkpoint_dir), seconds))
     except QuickstartError as err:
         print(f"llava-vitsplit quickstart: FAILED: {err}", file=sys.stderr)
         return 1

@@ -137,6 +137,7 @@ class Run:
             limit_images=self.budget.limit_images,
             max_turns=self.budget.max_turns,
             caption_share=self.budget.caption_share,
+            balanced=self.budget.balanced_yes_no,
         )
         self.timings["data"] = time.perf_counter() - start
         if self.variant == "blind":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,27 +98,25 @@ def format_report(result: EvalResult, docs: list[dict], checkpoint: Path, timing
     return "\n".join(lines)
 
 
-def count_connector_parameters(checkpoint: Path) -> int:
-    """Parameters of the trained checkpoint's connector (its ``multi_modal_projector``)."""
-    from safetensors import safe_open
+def trainable_parameters(checkpoint: Path) -> tuple[int, int]:
+    """Trainable parameters of the checkpoint's architecture in stage 1 (connector) and stage 2 (+ LLM)."""
+    from llava_vitsplit.params import checkpoint_param_report
 
-    total = 0
-    for path in sorted(Path(checkpoint).glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                if ".multi_modal_projector." in f".{key}":
-                    total += math.prod(handle.get_slice(key).get_shape())
-    return total
+    stages = checkpoint_param_report(checkpoint)["stages"]
+    return stages["pretrain"]["trainable"], stages["finetune"]["trainable"]
 
 
-def comparison_table(rows: list[tuple[str, EvalResult, int, float]]) -> str:
-    """Markdown table: variant, accuracy overall / per type, connector parameters, wall time."""
-    header = "| variant | test accuracy | yes/no | color | shape | questions | trainable connector params | wall time |"
-    lines = [header, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, result, params, seconds in rows:
+def comparison_table(rows: list[tuple[str, EvalResult, tuple[int, int], float]]) -> str:
+    """Markdown table: variant, accuracy overall / per type, trainable parameters per stage, wall time."""
+    header = (
+        "| variant | test accuracy | yes/no | color | shape | questions "
+        "| trainable stage 1 | trainable stage 2 | wall time |"
+    )
+    lines = [header, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, result, (stage1, stage2), seconds in rows:
         t = result.by_type
         lines.append(
             f"| {name} | {result.accuracy:.1f}% | {t['yes/no']:.1f}% | {t['color']:.1f}% | {t['shape']:.1f}% | "
-            f"{result.num_questions} | {params:,} | {seconds / 60:.1f} min |"
+            f"{result.num_questions} | {stage1:,} | {stage2:,} | {seconds / 60:.1f} min |"
         )
     return "\n".join(lines)
