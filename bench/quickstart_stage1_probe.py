@@ -19,9 +19,8 @@ from PIL import Image
 
 from llava_vitsplit.data import easy_vqa
 from llava_vitsplit.data.dataset import count_image_tokens
-from llava_vitsplit.model.builder import build_model
-from llava_vitsplit.presets import get_preset
-from llava_vitsplit.train.connector_io import load_connector
+from llava_vitsplit.train.arguments import DataArguments, ModelArguments
+from llava_vitsplit.train.model_setup import build_from_recipe, resolve_recipe
 
 
 def first_token_ids(tokenizer, words) -> list[int]:
@@ -50,18 +49,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="fully described test images to score")
     args = parser.parse_args()
     run = Path(args.run)
-    preset = get_preset("quickstart")
-    model, processor = build_model(
-        str(run / "vision_tower"),
-        args.language_model,
-        connector_type=preset.connector_type,
-        adapter=preset.adapter,
-        fusion_output=preset.fusion_output,
-        vision_feature_layer=preset.vision_feature_layer,
-        vision_feature_select_strategy=preset.vision_feature_select_strategy,
-        image_aspect_ratio=preset.image_aspect_ratio,
+    # the training stack's own resolution: preset + the stage-1 connector's saved settings and weights
+    model_args = ModelArguments(
+        preset="quickstart",
+        vision_tower=str(run / "vision_tower"),
+        model_name_or_path=args.language_model,
+        pretrain_mm_mlp_adapter=str(run / "pretrain"),
     )
-    load_connector(model, run / "pretrain")
+    recipe, _ = resolve_recipe(model_args, DataArguments(), seed=0)
+    model, processor = build_from_recipe(recipe)
     model.eval()
     num_image_tokens = count_image_tokens(processor)
 

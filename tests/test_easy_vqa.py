@@ -206,6 +206,16 @@ def test_balance_yes_no_equalises_answers_per_phrasing_and_keeps_open_questions(
     assert len(records) == len(easy_vqa.balance_yes_no(train.questions)) < len(train.questions)
 
 
+def test_command_balances_yes_no_on_request(tmp_path, capsys):
+    assert easy_vqa.main(["--out", str(tmp_path), "--limit-images", "6", "--balance-yes-no"]) == 0
+    steps = json.loads((tmp_path / easy_vqa.STEPS_FILE).read_text())
+    assert steps["stage2"]["balanced_yes_no"] is True
+    records = json.loads((tmp_path / easy_vqa.STAGE2_FILE).read_text())
+    answers = Counter(r["conversations"][1]["value"] for r in records if "-caption" not in r["id"])
+    assert answers["yes"] == answers["no"] > 0
+    assert "stage 2:" in capsys.readouterr().out
+
+
 def test_stage2_records_one_question_each_and_no_captions_on_request():
     train = easy_vqa.load_split("train", limit_images=6)
     records = easy_vqa.stage2_records(train, max_turns=1, caption_share=0.0)

@@ -27,6 +27,16 @@ def test_budget_names_and_image_size_are_checked():
         get_budget("default", image_size=100)
 
 
+def test_command_line_overrides_the_budget():
+    from llava_vitsplit.quickstart.cli import budget_from_args, build_parser
+
+    default = budget_from_args(build_parser().parse_args([]))
+    assert default == get_budget("default") and not default.balanced_yes_no
+    changed = budget_from_args(build_parser().parse_args(["--balance-yes-no", "--finetune-steps", "3"]))
+    assert changed.balanced_yes_no and changed.finetune_steps == 3
+    assert changed.pretrain_steps == default.pretrain_steps
+
+
 def test_shortened_quickstart_runs_every_step_and_resumes(tmp_path, capsys):
     pytest.importorskip("easy_vqa")
     pytest.importorskip("lmms_eval")

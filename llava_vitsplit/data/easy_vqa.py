@@ -34,7 +34,7 @@ import re
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -253,15 +253,10 @@ def balance_yes_no(questions: list[QA], seed: int = 0) -> list[QA]:
     return [qa for i, qa in enumerate(questions) if i in keep]
 
 
-def instruction_records(
-    split: Split, max_turns: int | None = None, questions: list[QA] | None = None
-) -> list[dict[str, Any]]:
-    """Stage-2 records: each image's questions as one conversation (``max_turns`` questions per record).
-
-    ``questions``: a subset of the split's questions to use (default: all of them).
-    """
+def instruction_records(split: Split, max_turns: int | None = None) -> list[dict[str, Any]]:
+    """Stage-2 records: each image's questions as one conversation (``max_turns`` questions per record)."""
     by_image: dict[int, list[QA]] = defaultdict(list)
-    for qa in split.questions if questions is None else questions:
+    for qa in split.questions:
         by_image[qa.image_id].append(qa)
     step = max_turns or max(len(v) for v in by_image.values())
     records = []
@@ -302,8 +297,8 @@ def stage2_records(
         raise ValueError(f"caption_share must be in [0, 1), got {caption_share}")
     if max_turns is not None and max_turns < 1:
         raise ValueError(f"max_turns must be >= 1 (or None for all of an image's questions), got {max_turns}")
-    questions = balance_yes_no(split.questions, seed) if balanced else split.questions
-    records = instruction_records(split, max_turns, questions)
+    asked = replace(split, questions=balance_yes_no(split.questions, seed)) if balanced else split
+    records = instruction_records(asked, max_turns)
     captions = caption_records(split) if caption_share > 0 else []
     wanted = round(len(records) * caption_share / (1.0 - caption_share)) if captions else 0
     for n in range(wanted):

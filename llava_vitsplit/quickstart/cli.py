@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from llava_vitsplit.data.easy_vqa_task import PARQUET_NAME, TASK_NAME
-from llava_vitsplit.quickstart.budget import BUDGETS, VARIANTS, get_budget
+from llava_vitsplit.quickstart.budget import BUDGETS, VARIANTS, Budget, get_budget
 from llava_vitsplit.quickstart.pipeline import QuickstartError, Run
 from llava_vitsplit.quickstart.report import (
     comparison_table,
@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_variant(args: argparse.Namespace, variant: str) -> Run:
-    budget = get_budget(
+def budget_from_args(args: argparse.Namespace) -> Budget:
+    """The named budget with the command line's overrides."""
+    return get_budget(
         args.budget,
         pretrain_steps=args.pretrain_steps,
         finetune_steps=args.finetune_steps,
@@ -72,6 +73,10 @@ def run_variant(args: argparse.Namespace, variant: str) -> Run:
         connector_lr=args.connector_lr,
         balanced_yes_no=True if args.balance_yes_no else None,
     )
+
+
+def run_variant(args: argparse.Namespace, variant: str) -> Run:
+    budget = budget_from_args(args)
     out = Path(args.out) if variant == "vitsplit" else Path(args.out) / f"compare-{variant}"
     run = Run(
         out_dir=out,
