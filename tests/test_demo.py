@@ -272,7 +272,8 @@ def test_stop_withdraws_a_message_still_in_the_queue(handlers):
     history, session, box = handlers.add_message({"text": "Hello?", "files": []}, ChatSession(), 0.0, 1.0, 8)
     assert history == [{"role": "user", "content": "Hello?"}] and box["text"] == ""  # shown at once
     second = handlers.add_message({"text": "And?", "files": []}, session, 0.0, 1.0, 8)
-    assert second[2]["text"] == "And?" and len(second[0]) == 1  # one message at a time; kept in the box
+    assert second[2]["text"] == "And?" and "Still answering" in second[0][-1]["content"]  # kept in the box
+    assert session.history == history and session.conversation.turns == [["Hello?", None]]
     history, session = handlers.stop(session)
     assert history == [] and session.conversation.turns == [] and session.waiting is None
     assert list(handlers.reply(session))[-1][0] == []  # the queued reply step then has nothing to do

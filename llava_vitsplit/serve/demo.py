@@ -35,6 +35,7 @@ EXAMPLE_PROMPTS = (
     "Is there any text in the image? If so, what does it say?",
 )
 UPLOAD_HINT = "Please upload a PNG, JPEG, WebP, GIF or BMP photo."
+STILL_ANSWERING = "(Still answering your previous message; send this once it is done, or press Stop.)"
 DEFAULT_MAX_FILE_SIZE = "20mb"
 # Uploads up to --max-file-size are used; larger ones up to this many times it still reach the handler and
 # are refused in the chat with the question kept; beyond it gradio stops the transfer (a toast only), so a
@@ -147,7 +148,7 @@ class DemoHandlers:
         session = session if session is not None else ChatSession()
         message = message or {}
         if session.busy or session.waiting is not None:  # the previous reply is not done yet
-            return session.history, session, message
+            return [*session.history, {"role": "assistant", "content": STILL_ANSWERING}], session, message
         raw_text = message.get("text") or ""
         text, files = raw_text.strip(), message.get("files") or []
         try:
@@ -224,11 +225,15 @@ class DemoHandlers:
             yield updated.history, updated
 
     @staticmethod
-    def stop(session: ChatSession | None) -> tuple[ChatHistory, ChatSession]:
+    def stop(session: ChatSession | None) -> tuple[ChatHistory | dict, ChatSession]:
         """The Stop button: a streaming reply is cut where it is and kept as shown (see ``_stream``);
         a message still waiting in the queue is withdrawn from the screen and the conversation."""
+        import gradio as gr
+
         session = session if session is not None else ChatSession()
-        if session.waiting is not None and not session.busy:
+        if session.busy:  # the chatbot keeps the stream's last update, the text the reply is cut to
+            return gr.skip(), session
+        if session.waiting is not None:
             session.waiting = None
             session.conversation.turns.pop()
             session.history.pop()
@@ -243,6 +248,60 @@ def _keep_reply(session: ChatSession, reply: str) -> None:
     """Make ``reply`` the model's answer to the pending turn, in the conversation and on screen."""
     session.conversation.set_reply(reply.strip())
     session.history[-1] = {"role": "assistant", "content": reply.strip()}
+
+
+def _parameter_sliders(gr, defaults: GenerationSettings) -> list:
+    """Temperature, top-p and max-new-tokens sliders (in that order) in a closed accordion."""
+    with gr.Accordion("Generation parameters", open=False):
+        return [
+            gr.Slider(0.0, 1.5, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)"),
+            gr.Slider(0.05, 1.0, value=defaults.top_p or 1.0, step=0.05, label="Top-p"),
+            gr.Slider(1, 2048, value=defaults.max_new_tokens, step=1, label="Max new tokens"),
+        ]
+
+
+def _connect(gr, handlers: DemoHandlers, ui: dict, concurrency: int) -> None:
+    """The events; generations (message replies, regenerate, the ``/chat`` API) share one queue group."""
+    chatbot, session, textbox, params = ui["chatbot"], ui["session"], ui["textbox"], ui["params"]
+    generation = {"concurrency_limit": concurrency, "concurrency_id": "generate"}
+    # The message is shown by an unqueued step, so a user waiting in the queue sees it at once.
+    replying = textbox.submit(
+        handlers.add_message,
+        inputs=[textbox, session, *params],
+        outputs=[chatbot, session, textbox],
+        queue=False,
+        api_visibility="undocumented",
+    ).then(
+        handlers.reply,
+        inputs=[session],
+        outputs=[chatbot, session],
+        api_visibility="undocumented",
+        **generation,
+    )
+    gr.on(  # no UI trigger: the two steps above in one API call
+        [],
+        handlers.respond,
+        inputs=[textbox, session, *params],
+        outputs=[chatbot, session, textbox],
+        api_name="chat",
+        **generation,
+    )
+    regenerating = ui["regenerate"].click(
+        handlers.regenerate,
+        inputs=[session, *params],
+        outputs=[chatbot, session],
+        api_name="regenerate",
+        **generation,
+    )
+    ui["stop"].click(
+        handlers.stop,
+        inputs=[session],
+        outputs=[chatbot, session],
+        api_name="stop",
+        cancels=[replying, regenerating],
+        queue=False,
+    )
+    ui["clear"].click(handlers.clear, outputs=[chatbot, session, textbox], api_name="clear", queue=False)
 
 
 def build_demo(
@@ -261,66 +320,23 @@ def build_demo(
     defaults = defaults or GenerationSettings(max_new_tokens=512, temperature=0.2, top_p=1.0)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nUpload an image and ask about it. A new image starts a new conversation.")
-        session = gr.State(ChatSession())
-        chatbot = gr.Chatbot(label="Conversation", height=480)
-        textbox = gr.MultimodalTextbox(
-            placeholder="Ask about the image (attach one with the clip button)",
-            file_count="single",
-            show_label=False,
-        )
+        ui = {
+            "session": gr.State(ChatSession()),
+            "chatbot": gr.Chatbot(label="Conversation", height=480),
+            "textbox": gr.MultimodalTextbox(
+                placeholder="Ask about the image (attach one with the clip button)",
+                file_count="single",
+                show_label=False,
+            ),
+        }
         with gr.Row():
-            regenerate_btn = gr.Button("Regenerate")
-            stop_btn = gr.Button("Stop")
-            clear_btn = gr.Button("Clear")
-        with gr.Accordion("Generation parameters", open=False):
-            temperature = gr.Slider(
-                0.0, 1.5, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)"
-            )
-            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p or 1.0, step=0.05, label="Top-p")
-            max_new_tokens = gr.Slider(1, 2048, value=defaults.max_new_tokens, step=1, label="Max new tokens")
+            for name in ("regenerate", "stop", "clear"):
+                ui[name] = gr.Button(name.capitalize())
+        ui["params"] = _parameter_sliders(gr, defaults)
         gr.Examples(
-            examples=[[{"text": prompt, "files": []}] for prompt in EXAMPLE_PROMPTS], inputs=[textbox]
+            examples=[[{"text": prompt, "files": []}] for prompt in EXAMPLE_PROMPTS], inputs=[ui["textbox"]]
         )
-        params = [temperature, top_p, max_new_tokens]
-        generation = {"concurrency_limit": concurrency, "concurrency_id": "generate"}
-        # The message is shown by an unqueued step, so a user waiting in the queue sees it at once.
-        replying = textbox.submit(
-            handlers.add_message,
-            inputs=[textbox, session, *params],
-            outputs=[chatbot, session, textbox],
-            queue=False,
-            api_visibility="undocumented",
-        ).then(
-            handlers.reply,
-            inputs=[session],
-            outputs=[chatbot, session],
-            api_visibility="undocumented",
-            **generation,
-        )
-        gr.on(  # no UI trigger: the one-call API of the two steps above
-            [],
-            handlers.respond,
-            inputs=[textbox, session, *params],
-            outputs=[chatbot, session, textbox],
-            api_name="chat",
-            **generation,
-        )
-        regenerating = regenerate_btn.click(
-            handlers.regenerate,
-            inputs=[session, *params],
-            outputs=[chatbot, session],
-            api_name="regenerate",
-            **generation,
-        )
-        stop_btn.click(
-            handlers.stop,
-            inputs=[session],
-            outputs=[chatbot, session],
-            api_name="stop",
-            cancels=[replying, regenerating],
-            queue=False,
-        )
-        clear_btn.click(handlers.clear, outputs=[chatbot, session, textbox], api_name="clear", queue=False)
+        _connect(gr, handlers, ui, concurrency)
     return demo
 
 
