@@ -226,18 +226,18 @@ def answerable_questions(todo: Sequence[dict], args: argparse.Namespace) -> list
     Bad images are all listed in one error, or with ``--skip-bad`` recorded in the side file and left out.
     """
     image_folder = Path(args.image_folder) if args.image_folder else None
+    if not args.skip_bad:
+        check_images(todo, image_folder, args.decode_workers)
+        return list(todo)
     bad = find_bad_images(todo, image_folder, args.decode_workers)
-    if bad and not args.skip_bad:
-        raise AnswerError(_bad_images_message(bad))
-    if args.skip_bad:
-        skipped_path = Path(args.skipped_file or skipped_file_for(Path(args.answers_file)))
-        write_skipped(skipped_path, args.question_file, bad)
-        if bad:
-            print(
-                f"skipping {len(bad)} question(s) with a bad image (listed in {skipped_path}):\n  "
-                + "\n  ".join(item.describe() for item in bad[:20]),
-                file=sys.stderr,
-            )
+    skipped_path = Path(args.skipped_file or skipped_file_for(Path(args.answers_file)))
+    write_skipped(skipped_path, args.question_file, bad)
+    if bad:
+        print(
+            f"skipping {len(bad)} question(s) with a bad image (listed in {skipped_path}):\n  "
+            + "\n  ".join(item.describe() for item in bad[:20]),
+            file=sys.stderr,
+        )
     bad_ids = {item.question_id for item in bad}
     return [q for q in todo if q["question_id"] not in bad_ids]
 
