@@ -150,7 +150,7 @@ def test_bad_images_are_all_listed_before_the_first_batch(yes_checkpoint, questi
     assert "2 question(s) have an image that cannot be used" in err
     assert "question_id 'q2'" in err and "2.png is corrupt or truncated" in err
     assert "question_id 'q5'" in err and "5.jpg is not an image file" in err
-    assert "--skip-bad" in err
+    assert "--skip-bad" in err and "checking images" in err  # the progress bar of the check
     assert not answers.exists()  # nothing started, so no batch was cut short
 
 

@@ -300,3 +300,13 @@ def test_a_submitted_message_is_shown_before_the_queue(handlers):
     assert reply.queue and reply.concurrency_id == functions["regenerate"].concurrency_id
     dependencies = {dep["id"]: dep for dep in demo.config["dependencies"]}
     assert dependencies[reply._id]["trigger_after"] == show._id
+
+
+def test_bad_max_file_size_is_refused_before_loading(capsys):
+    from llava_vitsplit.serve.demo import main, parse_file_size
+
+    assert parse_file_size("200kb") == 200 * 1024 and parse_file_size("20MB") == 20 * 2**20
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "no/such/checkpoint", "--max-file-size", "lots"])
+    assert exit_info.value.code == 2
+    assert "--max-file-size must look like 20mb or 500kb, got 'lots'" in capsys.readouterr().err

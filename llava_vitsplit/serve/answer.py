@@ -260,7 +260,10 @@ def _batch_inputs(batch: Sequence[dict], args: argparse.Namespace, processor) ->
             try:
                 images.append(load_image(path))
             except ImageLoadError as exc:  # checked before the run: the file changed since
-                raise AnswerError(f"question_id {question['question_id']!r}: {exc}") from exc
+                raise AnswerError(
+                    f"question_id {question['question_id']!r}: {exc} (it decoded when the run started; "
+                    f"the answers written so far are kept and a rerun resumes after them)"
+                ) from exc
         prompts.append(render_prompt(processor, user_messages(text, path is not None)))
         texts.append(text)
     return prompts, images, texts
