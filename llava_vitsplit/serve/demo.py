@@ -185,8 +185,9 @@ class DemoHandlers:
         if settings is None or session.busy:
             yield session.history, session
             return
-        for updated in self._stream(session, settings):
-            yield updated.history, updated
+        with closing(self._stream(session, settings)) as stream:  # a stop reaches _stream at once
+            for updated in stream:
+                yield updated.history, updated
 
     def respond(
         self,
@@ -201,8 +202,9 @@ class DemoHandlers:
         yield history, shown, box
         if shown.waiting is None:  # not taken, or nothing to answer (an image alone)
             return
-        for history, updated in self.reply(shown):
-            yield history, updated, box
+        with closing(self.reply(shown)) as replies:
+            for history, updated in replies:
+                yield history, updated, box
 
     def regenerate(
         self, session: ChatSession | None, temperature: float, top_p: float, max_new_tokens: float
@@ -221,8 +223,9 @@ class DemoHandlers:
         turns[-1][1] = None
         while session.history and session.history[-1]["role"] == "assistant":
             session.history.pop()
-        for updated in self._stream(session, settings):
-            yield updated.history, updated
+        with closing(self._stream(session, settings)) as stream:  # a stop reaches _stream at once
+            for updated in stream:
+                yield updated.history, updated
 
     @staticmethod
     def stop(session: ChatSession | None) -> tuple[ChatHistory | dict, ChatSession]:
