@@ -131,3 +131,60 @@ def test_bad_question_file_names_line_and_field(tmp_path, capsys):
     )
     assert code == 2
     assert f"{question_file} line 2: missing field 'text'" in capsys.readouterr().err
+
+
+def break_images(images):
+    """q2's PNG cut short (truncated data) and q5's JPEG replaced by text (not an image)."""
+    Image.effect_noise((64, 64), 40).convert("RGB").save(images / "2.png")
+    data = (images / "2.png").read_bytes()
+    (images / "2.png").write_bytes(data[: len(data) // 2])
+    (images / "sub" / "5.jpg").write_text("not a picture")
+
+
+def test_bad_images_are_all_listed_before_the_first_batch(yes_checkpoint, questions, tmp_path, capsys):
+    question_file, images = questions
+    break_images(images)
+    answers = tmp_path / "a.jsonl"
+    assert run(yes_checkpoint, question_file, images, answers) == 2
+    err = capsys.readouterr().err
+    assert "2 question(s) have an image that cannot be used" in err
+    assert "question_id 'q2'" in err and "2.png is corrupt or truncated" in err
+    assert "question_id 'q5'" in err and "5.jpg is not an image file" in err
+    assert "--skip-bad" in err and "checking images" in err  # the progress bar of the check
+    assert not answers.exists()  # nothing started, so no batch was cut short
+
+
+def test_skip_bad_answers_the_rest_resumes_and_merges(yes_checkpoint, questions, tmp_path):
+    question_file, images = questions
+    break_images(images)
+    answers = tmp_path / "a.jsonl"
+    skipped_file = tmp_path / "a.skipped.json"
+    assert run(yes_checkpoint, question_file, images, answers, "--skip-bad", "--decode-workers", "2") == 0
+    assert [r["question_id"] for r in read_jsonl(answers)] == ["q0", "q1", "q3", "q4", "q6"]
+    skipped = json.loads(skipped_file.read_text())["skipped"]
+    assert [(s["question_id"], s["image"]) for s in skipped] == [
+        ("q2", str(images / "2.png")),
+        ("q5", str(images / "sub" / "5.jpg")),
+    ]
+    assert "corrupt or truncated" in skipped[0]["reason"] and "not an image" in skipped[1]["reason"]
+
+    before = answers.read_text()  # a rerun answers nothing new and lists the same questions
+    assert run(yes_checkpoint, question_file, images, answers, "--skip-bad") == 0
+    assert answers.read_text() == before
+    assert json.loads(skipped_file.read_text())["skipped"] == skipped
+
+    Image.new("RGB", (20, 20), "red").save(images / "2.png")  # fixed: the next run answers it
+    assert run(yes_checkpoint, question_file, images, answers, "--skip-bad") == 0
+    assert [r["question_id"] for r in read_jsonl(answers)][-1] == "q2"
+    assert [s["question_id"] for s in json.loads(skipped_file.read_text())["skipped"]] == ["q5"]
+
+    shards = [tmp_path / "shards" / f"2_{k}.jsonl" for k in range(2)]
+    for k, shard in enumerate(shards):
+        extra = ("--skip-bad", "--num-chunks", "2", "--chunk-idx", str(k))
+        assert run(yes_checkpoint, question_file, images, shard, *extra) == 0
+    merged = tmp_path / "merged.jsonl"
+    argv = ["--question-file", str(question_file), "--answers-file", str(merged), "--merge"]
+    assert answer.main([*argv, *map(str, shards)]) == 0  # q5 is listed as skipped, not missing
+    assert [r["question_id"] for r in read_jsonl(merged)] == ["q0", "q1", "q2", "q3", "q4", "q6"]
+    merged_skipped = json.loads((tmp_path / "merged.skipped.json").read_text())["skipped"]
+    assert [s["question_id"] for s in merged_skipped] == ["q5"]

@@ -1,7 +1,9 @@
 """``llava-vitsplit demo`` launched on 127.0.0.1 and driven with gradio_client.
 
 One server process (one model load) serves: a multi-turn exchange about an uploaded image with
-streaming and regenerate, bad uploads answered in the chat, several concurrent clients, and clear.
+streaming and regenerate, bad or oversized uploads answered in the chat (the typed question kept),
+several concurrent clients, and clear. The handlers are also driven directly: stopped replies, a
+withdrawn queued message, a 48 MP photo, and the unqueued step that shows a message at once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 STARTUP_TIMEOUT_S = 150
+MAX_FILE_KB = 200  # the server's --max-file-size
 
 
 def write_png_header(path, width: int, height: int) -> None:
@@ -79,6 +82,8 @@ def server(yes_checkpoint, tmp_path_factory):
             "8",
             "--temperature",
             "0",
+            "--max-file-size",
+            f"{MAX_FILE_KB}kb",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -113,10 +118,11 @@ def client(url):
     return gradio_client.Client(url, verbose=False)
 
 
-def ask(chat_client, text: str, image=None):
+def ask(chat_client, text: str, image=None, accepted: bool = True):
     files = [gradio_client.handle_file(str(image))] if image is not None else []
     history, textbox = chat_client.predict({"text": text, "files": files}, 0.0, 1.0, 8, api_name="/chat")
-    assert textbox["text"] == ""  # the input box is cleared
+    # a message taken clears the box; a refused one keeps the typed question (without the refused file)
+    assert textbox["text"] == ("" if accepted else text) and textbox["files"] == []
     return history
 
 
@@ -139,6 +145,18 @@ def test_multi_turn_with_image_streams_and_regenerates(server):
     assert cleared == []
 
 
+def test_the_two_steps_the_page_runs_share_the_session(server):
+    url, root, _ = server
+    image = root / "white.png"
+    Image.new("RGB", (32, 32), "white").save(image)
+    session = client(url)
+    message = {"text": "Is it white?", "files": [gradio_client.handle_file(str(image))]}
+    shown, box = session.predict(message, 0.0, 1.0, 8, api_name="/add_message")
+    assert [m["role"] for m in shown] == ["user", "user"] and box["text"] == ""  # no reply yet
+    history = session.predict(api_name="/reply")
+    assert [m["role"] for m in history] == ["user", "user", "assistant"] and last_text(history) == "yes"
+
+
 @pytest.mark.parametrize("kind", ["text", "huge"])
 def test_bad_upload_is_answered_in_the_chat(server, kind):
     url, root, _ = server
@@ -147,11 +165,23 @@ def test_bad_upload_is_answered_in_the_chat(server, kind):
         bad.write_text("this is not an image")
     else:
         write_png_header(bad, 90_000, 90_000)
-    history = ask(client(url), "What is this?", bad)
+    history = ask(client(url), "What is this?", bad, accepted=False)
     message = last_text(history)
     assert history[-1]["role"] == "assistant"
     assert "could not use that upload" in message and f"bad_{kind}.png" in message
     assert ("not an image" in message) if kind == "text" else ("pixels" in message)
+
+
+def test_upload_over_max_file_size_is_refused_in_the_chat(server):
+    url, root, _ = server
+    big = root / "big.png"
+    Image.frombytes("RGB", (300, 300), os.urandom(300 * 300 * 3)).save(big)  # ~264 KB, incompressible
+    assert big.stat().st_size > MAX_FILE_KB * 1024
+    history = ask(client(url), "What is in this photo?", big, accepted=False)
+    message = last_text(history)
+    assert [m["role"] for m in history] == ["user", "assistant"]  # no question was sent without it
+    assert "could not use that upload" in message and "big.png" in message
+    assert f"over the {MAX_FILE_KB:.1f} KB limit" in message
 
 
 def test_concurrent_clients_are_all_answered(server):
@@ -217,3 +247,66 @@ def test_handlers_refuse_bad_settings_and_busy_sessions(handlers):
     session.busy = True
     history, session, box = final(handlers.respond(message, session, 0.0, 1.0, 8))
     assert box == message and session.conversation.turns == []
+
+
+def test_stopped_reply_stays_in_context_as_shown(handlers):
+    from llava_vitsplit.serve.demo import ChatSession
+
+    session = ChatSession()
+    stream = handlers.respond({"text": "Is it blue?", "files": []}, session, 0.0, 1.0, 8)
+    for history, _, _ in stream:  # the same session object, updated in place
+        if history[-1]["role"] == "assistant" and history[-1]["content"]:
+            break  # the user presses Stop once the reply is on screen
+    stream.close()
+    shown = session.history[-1]["content"]
+    assert "yes".startswith(shown) and not session.busy  # cut after the first streamed piece
+    assert session.conversation.turns == [["Is it blue?", shown]]  # the model's context is the screen
+    history, session, _ = final(handlers.respond({"text": "Sure?", "files": []}, session, 0.0, 1.0, 8))
+    assert [m["role"] for m in session.conversation.messages()] == ["user", "assistant", "user", "assistant"]
+    assert [m["content"] for m in history] == ["Is it blue?", shown, "Sure?", "yes"]
+
+
+def test_stop_withdraws_a_message_still_in_the_queue(handlers):
+    from llava_vitsplit.serve.demo import ChatSession
+
+    history, session, box = handlers.add_message({"text": "Hello?", "files": []}, ChatSession(), 0.0, 1.0, 8)
+    assert history == [{"role": "user", "content": "Hello?"}] and box["text"] == ""  # shown at once
+    second = handlers.add_message({"text": "And?", "files": []}, session, 0.0, 1.0, 8)
+    assert second[2]["text"] == "And?" and "Still answering" in second[0][-1]["content"]  # kept in the box
+    assert session.history == history and session.conversation.turns == [["Hello?", None]]
+    history, session = handlers.stop(session)
+    assert history == [] and session.conversation.turns == [] and session.waiting is None
+    assert list(handlers.reply(session))[-1][0] == []  # the queued reply step then has nothing to do
+
+
+def test_a_48_megapixel_photo_is_accepted(handlers, tmp_path):
+    from llava_vitsplit.serve.demo import ChatSession
+
+    photo = tmp_path / "phone.jpg"
+    Image.new("RGB", (8000, 6000), "orange").save(photo, quality=50)
+    history, session, _ = final(
+        handlers.respond({"text": "What is it?", "files": [str(photo)]}, ChatSession(), 0.0, 1.0, 8)
+    )
+    assert history[-1]["content"] == "yes" and session.conversation.image.size == (8000, 6000)
+
+
+def test_a_submitted_message_is_shown_before_the_queue(handlers):
+    from llava_vitsplit.serve.demo import build_demo
+
+    demo = build_demo(handlers.loaded, concurrency=2)
+    functions = {fn.name: fn for fn in demo.fns.values()}
+    show, reply = functions["add_message"], functions["reply"]
+    assert not show.queue  # runs at once, even while every generation slot is taken
+    assert reply.queue and reply.concurrency_id == functions["regenerate"].concurrency_id
+    dependencies = {dep["id"]: dep for dep in demo.config["dependencies"]}
+    assert dependencies[reply._id]["trigger_after"] == show._id
+
+
+def test_bad_max_file_size_is_refused_before_loading(capsys):
+    from llava_vitsplit.serve.demo import main, parse_file_size
+
+    assert parse_file_size("200kb") == 200 * 1024 and parse_file_size("20MB") == 20 * 2**20
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "no/such/checkpoint", "--max-file-size", "lots"])
+    assert exit_info.value.code == 2
+    assert "--max-file-size must look like 20mb or 500kb, got 'lots'" in capsys.readouterr().err

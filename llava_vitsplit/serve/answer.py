@@ -8,18 +8,31 @@ file (a line cut short by a crash is dropped), so an interrupted run resumes whe
 Sharding: ``--num-chunks N --chunk-idx K`` answers the K-th of N contiguous, near-equal slices (one
 process per GPU); ``--merge SHARD...`` then writes all answers in question-file order and checks that
 every question was answered exactly once. Decoding is greedy unless ``--temperature`` > 0.
+
+Before the model is loaded, every image still to be answered is decoded (in parallel, with a progress
+bar); all bad ones (missing, corrupt, truncated, too many pixels) are listed together in one error, so
+one rerun fixes them all. ``--skip-bad`` answers the others instead and writes the skipped ids with
+their reasons to a side file (``<answers>.skipped.json`` by default, rewritten atomically by every such
+run); ``--merge`` accepts questions missing from a shard when that shard's side file lists them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from llava_vitsplit.data.easy_vqa import write_json, write_jsonl
 from llava_vitsplit.serve.images import ImageLoadError, load_image
+
+DEFAULT_DECODE_WORKERS = min(8, os.cpu_count() or 1)
 
 
 class AnswerError(ValueError):
@@ -116,17 +129,117 @@ def image_path(question: dict, image_folder: Path | None) -> Path | None:
     return path if path.is_absolute() or image_folder is None else image_folder / path
 
 
-def check_images(questions: Iterable[dict], image_folder: Path | None) -> None:
-    """Fail before loading the model if any referenced image file is missing."""
-    missing = []
-    for question in questions:
-        path = image_path(question, image_folder)
-        if path is not None and not path.is_file():
-            missing.append(f"question_id {question['question_id']!r}: {path}")
-    if missing:
-        shown = "\n  ".join(missing[:10])
-        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise AnswerError(f"{len(missing)} image file(s) not found:\n  {shown}{more}")
+@dataclass(frozen=True)
+class BadImage:
+    """A question whose image cannot be used, and why (the reason names the file)."""
+
+    question_id: Any
+    image: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"question_id {self.question_id!r}: {self.reason}"
+
+
+def _decode_error(path: Path) -> str | None:
+    """Why ``path`` cannot be used as an image, or None when it decodes (the image is then dropped)."""
+    try:
+        load_image(path)
+    except ImageLoadError as exc:
+        return str(exc)
+    return None
+
+
+def find_bad_images(
+    questions: Sequence[dict], image_folder: Path | None, workers: int = DEFAULT_DECODE_WORKERS
+) -> list[BadImage]:
+    """Fully decode every image the questions use (each file once, ``workers`` threads, a progress bar).
+
+    Decoded pixels are not kept: a large benchmark's images would not fit in memory; each batch decodes
+    its own images again when it runs.
+    """
+    from tqdm import tqdm
+
+    paths = {q["question_id"]: image_path(q, image_folder) for q in questions}
+    unique = sorted({path for path in paths.values() if path is not None})
+    if not unique:
+        return []
+    errors: dict[Path, str | None] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decoders release the GIL
+        futures = {pool.submit(_decode_error, path): path for path in unique}
+        with tqdm(total=len(unique), desc="checking images", unit="img", file=sys.stderr) as bar:
+            for future in as_completed(futures):
+                errors[futures[future]] = future.result()
+                bar.update(1)
+    return [
+        BadImage(qid, str(path), errors[path])
+        for qid, path in paths.items()
+        if path is not None and errors[path] is not None
+    ]
+
+
+def check_images(
+    questions: Sequence[dict], image_folder: Path | None, workers: int = DEFAULT_DECODE_WORKERS
+) -> None:
+    """Fail before loading the model if any referenced image is missing, corrupt or too large."""
+    bad = find_bad_images(questions, image_folder, workers)
+    if bad:
+        raise AnswerError(_bad_images_message(bad))
+
+
+def _bad_images_message(bad: Sequence[BadImage], shown: int = 20) -> str:
+    lines = "\n  ".join(item.describe() for item in bad[:shown])
+    more = f"\n  ... and {len(bad) - shown} more" if len(bad) > shown else ""
+    return (
+        f"{len(bad)} question(s) have an image that cannot be used:\n  {lines}{more}\n"
+        "fix or remove them, or pass --skip-bad to answer the others and list these in a side file"
+    )
+
+
+def skipped_file_for(answers_file: Path) -> Path:
+    """Default side file of the questions an answers file skipped for bad images."""
+    return answers_file.with_suffix(".skipped.json")
+
+
+def write_skipped(path: Path, question_file: str, bad: Sequence[BadImage]) -> None:
+    """Record the skipped questions (atomically; rewritten by every ``--skip-bad`` run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"question_file": question_file, "skipped": [asdict(item) for item in bad]})
+
+
+def read_skipped(path: Path) -> list[dict]:
+    """The entries of a side file written by :func:`write_skipped` ([] when there is none)."""
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["skipped"]
+        if not all(isinstance(entry, dict) and "question_id" in entry for entry in entries):
+            raise TypeError("an entry without a question_id")
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise AnswerError(f"{path}: not a skipped-questions file ({exc})") from exc
+    return entries
+
+
+def answerable_questions(todo: Sequence[dict], args: argparse.Namespace) -> list[dict]:
+    """The questions of ``todo`` whose images decode; the engine-independent step before any batch.
+
+    Bad images are all listed in one error, or with ``--skip-bad`` recorded in the side file and left out.
+    """
+    image_folder = Path(args.image_folder) if args.image_folder else None
+    if not args.skip_bad:
+        check_images(todo, image_folder, args.decode_workers)
+        return list(todo)
+    bad = find_bad_images(todo, image_folder, args.decode_workers)
+    skipped_path = Path(args.skipped_file or skipped_file_for(Path(args.answers_file)))
+    write_skipped(skipped_path, args.question_file, bad)
+    if bad:
+        print(
+            f"skipping {len(bad)} question(s) with a bad image (listed in {skipped_path}):\n  "
+            + "\n  ".join(item.describe() for item in bad[:20]),
+            file=sys.stderr,
+        )
+    bad_ids = {item.question_id for item in bad}
+    return [q for q in todo if q["question_id"] not in bad_ids]
 
 
 def batches(items: Sequence, size: int) -> Iterable[list]:
@@ -134,15 +247,32 @@ def batches(items: Sequence, size: int) -> Iterable[list]:
         yield list(items[start : start + size])
 
 
+def _batch_inputs(batch: Sequence[dict], args: argparse.Namespace, processor) -> tuple[list, list, list]:
+    """Prompts, decoded images (in prompt order) and question texts of one batch."""
+    from llava_vitsplit.serve.generation import render_prompt, user_messages
+
+    image_folder = Path(args.image_folder) if args.image_folder else None
+    prompts, images, texts = [], [], []
+    for question in batch:
+        text = question["text"] + args.prompt_suffix
+        path = image_path(question, image_folder)
+        if path is not None:
+            try:
+                images.append(load_image(path))
+            except ImageLoadError as exc:  # checked before the run: the file changed since
+                raise AnswerError(
+                    f"question_id {question['question_id']!r}: {exc} (it decoded when the run started; "
+                    f"the answers written so far are kept and a rerun resumes after them)"
+                ) from exc
+        prompts.append(render_prompt(processor, user_messages(text, path is not None)))
+        texts.append(text)
+    return prompts, images, texts
+
+
 def answer_questions(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from llava_vitsplit.serve.generation import (
-        GenerationSettings,
-        generate_batch,
-        render_prompt,
-        user_messages,
-    )
+    from llava_vitsplit.serve.generation import GenerationSettings, generate_batch
     from llava_vitsplit.serve.loading import load_model
 
     if args.batch_size < 1:
@@ -157,13 +287,12 @@ def answer_questions(args: argparse.Namespace) -> int:
     answers_file = Path(args.answers_file)
     done = answered_ids(answers_file)
     todo = [q for q in questions if q["question_id"] not in done]
-    image_folder = Path(args.image_folder) if args.image_folder else None
-    check_images(todo, image_folder)
     print(
         f"chunk {args.chunk_idx}/{args.num_chunks}: {len(questions)} questions, "
         f"{len(questions) - len(todo)} already answered, {len(todo)} to do",
         file=sys.stderr,
     )
+    todo = answerable_questions(todo, args)
     if not todo:
         return 0
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -171,17 +300,7 @@ def answer_questions(args: argparse.Namespace) -> int:
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     with answers_file.open("a", encoding="utf-8") as out, tqdm(total=len(todo), file=sys.stderr) as bar:
         for batch in batches(todo, args.batch_size):
-            prompts, images, texts = [], [], []
-            for question in batch:
-                text = question["text"] + args.prompt_suffix
-                path = image_path(question, image_folder)
-                if path is not None:
-                    try:
-                        images.append(load_image(path))
-                    except ImageLoadError as exc:
-                        raise AnswerError(f"question_id {question['question_id']!r}: {exc}") from exc
-                prompts.append(render_prompt(loaded.processor, user_messages(text, path is not None)))
-                texts.append(text)
+            prompts, images, texts = _batch_inputs(batch, args, loaded.processor)
             replies = generate_batch(loaded, prompts, images, settings)
             for question, text, reply in zip(batch, texts, replies, strict=True):
                 record = {
@@ -198,11 +317,10 @@ def answer_questions(args: argparse.Namespace) -> int:
     return 0
 
 
-def merge_shards(args: argparse.Namespace) -> int:
-    """Write every question's answer, in question-file order, from the shard files."""
-    questions = read_questions(Path(args.question_file))
+def _read_shards(shards: Sequence[str]) -> dict:
+    """Every answer record of the shard files by question id (an id answered twice is an error)."""
     by_id: dict = {}
-    for shard in args.merge:
+    for shard in shards:
         for number, record in read_records(Path(shard)):
             if not isinstance(record, dict) or "question_id" not in record:
                 raise AnswerError(f"{shard} line {number}: not an answer record")
@@ -210,7 +328,22 @@ def merge_shards(args: argparse.Namespace) -> int:
             if qid in by_id:
                 raise AnswerError(f"{shard} line {number}: question_id {qid!r} answered twice")
             by_id[qid] = record
-    missing = [q["question_id"] for q in questions if q["question_id"] not in by_id]
+    return by_id
+
+
+def merge_shards(args: argparse.Namespace) -> int:
+    """Write every question's answer, in question-file order, from the shard files.
+
+    Questions a shard skipped for a bad image (its side file lists them) may be missing; their entries
+    are gathered into the merged answers' side file.
+    """
+    questions = read_questions(Path(args.question_file))
+    by_id = _read_shards(args.merge)
+    skipped = [entry for shard in args.merge for entry in read_skipped(skipped_file_for(Path(shard)))]
+    skipped = [entry for entry in skipped if entry["question_id"] not in by_id]
+    skipped_ids = {entry["question_id"] for entry in skipped}
+    accounted = by_id.keys() | skipped_ids
+    missing = [q["question_id"] for q in questions if q["question_id"] not in accounted]
     if missing and not args.allow_missing:
         raise AnswerError(
             f"{len(missing)} of {len(questions)} questions have no answer in the shards "
@@ -224,11 +357,14 @@ def merge_shards(args: argparse.Namespace) -> int:
         )
     out_path = Path(args.answers_file)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with out_path.open("w", encoding="utf-8") as out:
-        for question in questions:
-            if question["question_id"] in by_id:
-                out.write(json.dumps(by_id[question["question_id"]], ensure_ascii=False) + "\n")
+    write_jsonl(out_path, (by_id[q["question_id"]] for q in questions if q["question_id"] in by_id))
     print(f"merged {len(by_id)} answers from {len(args.merge)} shard(s) into {out_path}", file=sys.stderr)
+    if skipped:
+        write_json(skipped_file_for(out_path), {"question_file": args.question_file, "skipped": skipped})
+        print(
+            f"{len(skipped)} question(s) were skipped for bad images: {skipped_file_for(out_path)}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -257,6 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="answer the questions whose image decodes; list the others in --skipped-file",
+    )
+    parser.add_argument(
+        "--skipped-file", default=None, help="side file of skipped ids (default: <answers>.skipped.json)"
+    )
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        default=DEFAULT_DECODE_WORKERS,
+        help="threads that check the images before the run",
+    )
     parser.add_argument("--merge", nargs="+", metavar="SHARD", help="merge these shard answer files")
     parser.add_argument(
         "--allow-missing", action="store_true", help="with --merge: tolerate unanswered questions"

@@ -1,21 +1,26 @@
 """``llava-vitsplit demo``: a gradio 6 web chat with one model load shared by every user.
 
 Layout: a messages-format ``Chatbot``, a ``MultimodalTextbox`` (question + optional image upload),
-regenerate / clear buttons, sliders for temperature, top-p and max new tokens, and example prompts.
-Replies stream token by token. Each browser session keeps its own conversation in ``gr.State``;
+regenerate / stop / clear buttons, sliders for temperature, top-p and max new tokens, and example
+prompts. Replies stream token by token. Each browser session keeps its own conversation in ``gr.State``;
 an uploaded image starts a new conversation about it (LLaVA-1.5 handles one image per conversation).
-Uploads are validated here (not by gradio), so a file that is not an image, is corrupt, or has huge
-dimensions produces an explanation in the chat instead of an error. Generation events share one
-concurrency group, so at most ``--concurrency`` replies are computed at once and the rest wait in
-gradio's queue. Binds to 127.0.0.1 unless ``--public`` is given.
+
+A submitted message is shown by an unqueued step, then its reply waits in gradio's queue: generation
+events share one concurrency group, so at most ``--concurrency`` replies are computed at once. Uploads
+are validated here (not by gradio), so a file that is not an image, is corrupt, has too many pixels or is
+over ``--max-file-size`` gets an explanation in the chat, and the typed question stays in the box (it is
+never sent without its image). A stopped reply stays on screen and in the model's context as far as it
+was shown; a stopped message that had not started is withdrawn. Binds to 127.0.0.1 unless ``--public``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +35,12 @@ EXAMPLE_PROMPTS = (
     "Is there any text in the image? If so, what does it say?",
 )
 UPLOAD_HINT = "Please upload a PNG, JPEG, WebP, GIF or BMP photo."
+STILL_ANSWERING = "(Still answering your previous message; send this once it is done, or press Stop.)"
+DEFAULT_MAX_FILE_SIZE = "20mb"
+# Uploads up to --max-file-size are used; larger ones up to this many times it still reach the handler and
+# are refused in the chat with the question kept; beyond it gradio stops the transfer (a toast only), so a
+# public demo's disk cannot be filled by one huge upload.
+TRANSFER_LIMIT_FACTOR = 10
 
 ChatHistory = list[dict]
 
@@ -41,6 +52,7 @@ class ChatSession:
     conversation: Conversation = field(default_factory=Conversation)
     history: ChatHistory = field(default_factory=list)
     busy: bool = False  # a reply is being streamed for this session
+    waiting: GenerationSettings | None = None  # settings of the shown message whose reply is queued
 
 
 def _settings(temperature: float, top_p: float, max_new_tokens: float) -> GenerationSettings:
@@ -49,36 +61,133 @@ def _settings(temperature: float, top_p: float, max_new_tokens: float) -> Genera
     )
 
 
-class DemoHandlers:
-    """The event handlers, bound to one loaded model (shared by all sessions)."""
+def parse_file_size(text: str | int) -> int:
+    """Bytes in ``"20mb"``-style sizes (units b, kb, mb, gb; powers of 1024) or a plain number."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?b)?\s*", str(text).lower())
+    if match is None:
+        raise ValueError(f"--max-file-size must look like 20mb or 500kb, got {text!r}")
+    return int(match[1]) * 1024 ** ("b", "kb", "mb", "gb").index(match[2] or "b")
 
-    def __init__(self, loaded: LoadedModel, max_image_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+
+def _upload_path(files: list) -> str:
+    return files[0] if isinstance(files[0], str) else files[0].get("path")
+
+
+class DemoHandlers:
+    """The event handlers, bound to one loaded model (shared by all sessions).
+
+    A submitted message is handled in two steps: :meth:`add_message` (not queued) shows it at once, and
+    :meth:`reply` (queued with the other generations) streams the answer. :meth:`respond` does both in one
+    call for API clients. A reply that is stopped stays on screen and is the model's reply as shown.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        max_file_bytes: int = parse_file_size(DEFAULT_MAX_FILE_SIZE),
+    ) -> None:
         self.loaded = loaded
         self.max_image_pixels = max_image_pixels
+        self.max_file_bytes = max_file_bytes
 
     def _stream(self, session: ChatSession, settings: GenerationSettings) -> Iterator[ChatSession]:
-        """Stream the reply to the pending user turn; a failed or abandoned reply leaves it pending."""
+        """Stream the reply to the pending user turn; a failed reply leaves it pending (Regenerate retries)."""
         session.busy = True
         session.history.append({"role": "assistant", "content": ""})
-        reply, done = "", False
+        reply = ""
         try:
-            for chunk in stream_reply(self.loaded, session.conversation, settings):
-                reply += chunk
-                session.history[-1] = {"role": "assistant", "content": reply}
-                yield session
-            done = True
+            with closing(stream_reply(self.loaded, session.conversation, settings)) as chunks:
+                for chunk in chunks:
+                    reply += chunk
+                    session.history[-1] = {"role": "assistant", "content": reply}
+                    yield session
+        except GeneratorExit:  # stopped or page closed: what was shown is what the model said
+            _keep_reply(session, reply)
+            raise
         except Exception as exc:  # shown to the user; Regenerate retries, a new message moves on
             session.history[-1] = {
                 "role": "assistant",
                 "content": f"Generation failed: {type(exc).__name__}: {exc}",
             }
             yield session
+        else:
+            _keep_reply(session, reply)
+            yield session
         finally:
             session.busy = False
-        if done:
-            session.conversation.set_reply(reply.strip())
-            session.history[-1] = {"role": "assistant", "content": reply.strip()}
-            yield session
+
+    def _open_upload(self, session: ChatSession, path: str) -> ChatSession | None:
+        """A new session about the uploaded image, or None after explaining the refusal in the chat."""
+        name = Path(path).name
+        try:
+            image = load_image(
+                path, max_pixels=self.max_image_pixels, max_bytes=self.max_file_bytes, display_name=name
+            )
+        except ImageLoadError as exc:
+            session.history += [
+                {"role": "user", "content": f"(uploaded {name})"},
+                {"role": "assistant", "content": f"I could not use that upload: {exc}. {UPLOAD_HINT}"},
+            ]
+            return None
+        return ChatSession(Conversation(image=image), [{"role": "user", "content": {"path": path}}])
+
+    def add_message(
+        self,
+        message: dict | None,
+        session: ChatSession | None,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: float,
+    ) -> tuple[ChatHistory, ChatSession, dict]:
+        """Show a submitted message (text and/or image) at once; its reply waits in :meth:`reply`.
+
+        Whenever the message is not taken (a reply still pending, a refused upload, a bad setting), the
+        typed text stays in the box, so nothing is sent without its image and nothing typed is lost.
+        """
+        session = session if session is not None else ChatSession()
+        message = message or {}
+        if session.busy or session.waiting is not None:  # the previous reply is not done yet
+            return [*session.history, {"role": "assistant", "content": STILL_ANSWERING}], session, message
+        raw_text = message.get("text") or ""
+        text, files = raw_text.strip(), message.get("files") or []
+        try:
+            settings = _settings(temperature, top_p, max_new_tokens)
+        except ValueError as exc:  # only reachable through the API; the sliders keep values in range
+            return (
+                [*session.history, {"role": "assistant", "content": f"Invalid setting: {exc}"}],
+                session,
+                message,
+            )
+        cleared = {"text": "", "files": []}
+        if files:
+            opened = self._open_upload(session, _upload_path(files))
+            if opened is None:
+                return session.history, session, {"text": raw_text, "files": []}
+            session = opened
+            if not text:
+                session.history.append(
+                    {"role": "assistant", "content": "Got the image. What would you like to know?"}
+                )
+        if text:
+            turns = session.conversation.turns
+            if turns and turns[-1][1] is None:  # the previous reply failed: move on
+                turns.pop()
+            session.conversation.add_user(text)
+            session.history.append({"role": "user", "content": text})
+            session.waiting = settings
+        return session.history, session, cleared
+
+    def reply(self, session: ChatSession | None) -> Iterator[tuple[ChatHistory, ChatSession]]:
+        """Stream the reply to the message :meth:`add_message` showed (nothing when none waits)."""
+        session = session if session is not None else ChatSession()
+        settings, session.waiting = session.waiting, None
+        if settings is None or session.busy:
+            yield session.history, session
+            return
+        with closing(self._stream(session, settings)) as stream:  # a stop reaches _stream at once
+            for updated in stream:
+                yield updated.history, updated
 
     def respond(
         self,
@@ -88,52 +197,14 @@ class DemoHandlers:
         top_p: float,
         max_new_tokens: float,
     ) -> Iterator[tuple[ChatHistory, ChatSession, dict]]:
-        """Handle one submitted message (text and/or an image upload); streams the reply."""
-        session = session if session is not None else ChatSession()
-        message = message or {}
-        if session.busy:  # this session is still streaming a reply: keep the message in the box
-            yield session.history, session, message
+        """Both steps in one call (the ``/chat`` API endpoint): show the message, then stream its reply."""
+        history, shown, box = self.add_message(message, session, temperature, top_p, max_new_tokens)
+        yield history, shown, box
+        if shown.waiting is None:  # not taken, or nothing to answer (an image alone)
             return
-        text = (message.get("text") or "").strip()
-        files = message.get("files") or []
-        cleared = {"text": "", "files": []}
-        if files:
-            path = files[0] if isinstance(files[0], str) else files[0].get("path")
-            try:
-                image = load_image(path, max_pixels=self.max_image_pixels, display_name=Path(path).name)
-            except ImageLoadError as exc:
-                session.history += [
-                    {"role": "user", "content": f"(uploaded {Path(path).name})"},
-                    {"role": "assistant", "content": f"I could not use that upload: {exc}. {UPLOAD_HINT}"},
-                ]
-                yield session.history, session, cleared
-                return
-            session = ChatSession(Conversation(image=image), [{"role": "user", "content": {"path": path}}])
-            if not text:
-                session.history.append(
-                    {"role": "assistant", "content": "Got the image. What would you like to know?"}
-                )
-                yield session.history, session, cleared
-                return
-        if not text:
-            yield session.history, session, cleared
-            return
-        try:
-            settings = _settings(temperature, top_p, max_new_tokens)
-        except ValueError as exc:  # only reachable through the API; the sliders keep values in range
-            yield (
-                [*session.history, {"role": "assistant", "content": f"Invalid setting: {exc}"}],
-                session,
-                message,
-            )
-            return
-        turns = session.conversation.turns
-        if turns and turns[-1][1] is None:  # the previous reply failed or was abandoned: move on
-            turns.pop()
-        session.conversation.add_user(text)
-        session.history.append({"role": "user", "content": text})
-        for updated in self._stream(session, settings):
-            yield updated.history, updated, cleared
+        with closing(self.reply(shown)) as replies:
+            for history, updated in replies:
+                yield history, updated, box
 
     def regenerate(
         self, session: ChatSession | None, temperature: float, top_p: float, max_new_tokens: float
@@ -141,7 +212,7 @@ class DemoHandlers:
         """Generate the last reply again (with the current parameters), or retry a failed one."""
         session = session if session is not None else ChatSession()
         turns = session.conversation.turns
-        if session.busy or not turns:
+        if session.busy or session.waiting is not None or not turns:
             yield session.history, session
             return
         try:
@@ -152,12 +223,88 @@ class DemoHandlers:
         turns[-1][1] = None
         while session.history and session.history[-1]["role"] == "assistant":
             session.history.pop()
-        for updated in self._stream(session, settings):
-            yield updated.history, updated
+        with closing(self._stream(session, settings)) as stream:  # a stop reaches _stream at once
+            for updated in stream:
+                yield updated.history, updated
+
+    @staticmethod
+    def stop(session: ChatSession | None) -> tuple[ChatHistory | dict, ChatSession]:
+        """The Stop button: a streaming reply is cut where it is and kept as shown (see ``_stream``);
+        a message still waiting in the queue is withdrawn from the screen and the conversation."""
+        import gradio as gr
+
+        session = session if session is not None else ChatSession()
+        if session.busy:  # the chatbot keeps the stream's last update, the text the reply is cut to
+            return gr.skip(), session
+        if session.waiting is not None:
+            session.waiting = None
+            session.conversation.turns.pop()
+            session.history.pop()
+        return session.history, session
 
     @staticmethod
     def clear() -> tuple[ChatHistory, ChatSession, dict]:
         return [], ChatSession(), {"text": "", "files": []}
+
+
+def _keep_reply(session: ChatSession, reply: str) -> None:
+    """Make ``reply`` the model's answer to the pending turn, in the conversation and on screen."""
+    session.conversation.set_reply(reply.strip())
+    session.history[-1] = {"role": "assistant", "content": reply.strip()}
+
+
+def _parameter_sliders(gr, defaults: GenerationSettings) -> list:
+    """Temperature, top-p and max-new-tokens sliders (in that order) in a closed accordion."""
+    with gr.Accordion("Generation parameters", open=False):
+        return [
+            gr.Slider(0.0, 1.5, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)"),
+            gr.Slider(0.05, 1.0, value=defaults.top_p or 1.0, step=0.05, label="Top-p"),
+            gr.Slider(1, 2048, value=defaults.max_new_tokens, step=1, label="Max new tokens"),
+        ]
+
+
+def _connect(gr, handlers: DemoHandlers, ui: dict, concurrency: int) -> None:
+    """The events; generations (message replies, regenerate, the ``/chat`` API) share one queue group."""
+    chatbot, session, textbox, params = ui["chatbot"], ui["session"], ui["textbox"], ui["params"]
+    generation = {"concurrency_limit": concurrency, "concurrency_id": "generate"}
+    # The message is shown by an unqueued step, so a user waiting in the queue sees it at once.
+    replying = textbox.submit(
+        handlers.add_message,
+        inputs=[textbox, session, *params],
+        outputs=[chatbot, session, textbox],
+        queue=False,
+        api_visibility="undocumented",
+    ).then(
+        handlers.reply,
+        inputs=[session],
+        outputs=[chatbot, session],
+        api_visibility="undocumented",
+        **generation,
+    )
+    gr.on(  # no UI trigger: the two steps above in one API call
+        [],
+        handlers.respond,
+        inputs=[textbox, session, *params],
+        outputs=[chatbot, session, textbox],
+        api_name="chat",
+        **generation,
+    )
+    regenerating = ui["regenerate"].click(
+        handlers.regenerate,
+        inputs=[session, *params],
+        outputs=[chatbot, session],
+        api_name="regenerate",
+        **generation,
+    )
+    ui["stop"].click(
+        handlers.stop,
+        inputs=[session],
+        outputs=[chatbot, session],
+        api_name="stop",
+        cancels=[replying, regenerating],
+        queue=False,
+    )
+    ui["clear"].click(handlers.clear, outputs=[chatbot, session, textbox], api_name="clear", queue=False)
 
 
 def build_demo(
@@ -166,52 +313,33 @@ def build_demo(
     title: str = "LLaVA ViT-Split",
     concurrency: int = 1,
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = parse_file_size(DEFAULT_MAX_FILE_SIZE),
     defaults: GenerationSettings | None = None,
 ):
-    """The gradio Blocks app (not launched); API names: ``/chat``, ``/regenerate``, ``/clear``."""
+    """The gradio Blocks app (not launched); API names: ``/chat``, ``/regenerate``, ``/stop``, ``/clear``."""
     import gradio as gr
 
-    handlers = DemoHandlers(loaded, max_image_pixels)
+    handlers = DemoHandlers(loaded, max_image_pixels, max_file_bytes)
     defaults = defaults or GenerationSettings(max_new_tokens=512, temperature=0.2, top_p=1.0)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nUpload an image and ask about it. A new image starts a new conversation.")
-        session = gr.State(ChatSession())
-        chatbot = gr.Chatbot(label="Conversation", height=480)
-        textbox = gr.MultimodalTextbox(
-            placeholder="Ask about the image (attach one with the clip button)",
-            file_count="single",
-            show_label=False,
-        )
+        ui = {
+            "session": gr.State(ChatSession()),
+            "chatbot": gr.Chatbot(label="Conversation", height=480),
+            "textbox": gr.MultimodalTextbox(
+                placeholder="Ask about the image (attach one with the clip button)",
+                file_count="single",
+                show_label=False,
+            ),
+        }
         with gr.Row():
-            regenerate_btn = gr.Button("Regenerate")
-            clear_btn = gr.Button("Clear")
-        with gr.Accordion("Generation parameters", open=False):
-            temperature = gr.Slider(
-                0.0, 1.5, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)"
-            )
-            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p or 1.0, step=0.05, label="Top-p")
-            max_new_tokens = gr.Slider(1, 2048, value=defaults.max_new_tokens, step=1, label="Max new tokens")
+            for name in ("regenerate", "stop", "clear"):
+                ui[name] = gr.Button(name.capitalize())
+        ui["params"] = _parameter_sliders(gr, defaults)
         gr.Examples(
-            examples=[[{"text": prompt, "files": []}] for prompt in EXAMPLE_PROMPTS], inputs=[textbox]
+            examples=[[{"text": prompt, "files": []}] for prompt in EXAMPLE_PROMPTS], inputs=[ui["textbox"]]
         )
-        params = [temperature, top_p, max_new_tokens]
-        textbox.submit(
-            handlers.respond,
-            inputs=[textbox, session, *params],
-            outputs=[chatbot, session, textbox],
-            api_name="chat",
-            concurrency_limit=concurrency,
-            concurrency_id="generate",
-        )
-        regenerate_btn.click(
-            handlers.regenerate,
-            inputs=[session, *params],
-            outputs=[chatbot, session],
-            api_name="regenerate",
-            concurrency_limit=concurrency,
-            concurrency_id="generate",
-        )
-        clear_btn.click(handlers.clear, outputs=[chatbot, session, textbox], api_name="clear", queue=False)
+        _connect(gr, handlers, ui, concurrency)
     return demo
 
 
@@ -231,16 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=512, help="default of the slider")
     parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     parser.add_argument(
-        "--max-file-size", default="20mb", help="uploads larger than this are refused by gradio"
+        "--max-file-size",
+        default=DEFAULT_MAX_FILE_SIZE,
+        help="uploads larger than this are refused in the chat (gradio stops transfers over "
+        f"{TRANSFER_LIMIT_FACTOR}x this)",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.concurrency < 1:
-        print("llava-vitsplit demo: --concurrency must be >= 1", file=sys.stderr)
-        return 2
+        parser.error("--concurrency must be >= 1")
+    try:
+        max_file_bytes = parse_file_size(args.max_file_size)
+    except ValueError as exc:
+        parser.error(str(exc))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         loaded = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -252,9 +387,18 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     )
     demo = build_demo(
-        loaded, concurrency=args.concurrency, max_image_pixels=args.max_image_pixels, defaults=defaults
+        loaded,
+        concurrency=args.concurrency,
+        max_image_pixels=args.max_image_pixels,
+        max_file_bytes=max_file_bytes,
+        defaults=defaults,
     )
     demo.queue(max_size=args.queue_size)
     host = "0.0.0.0" if args.public else "127.0.0.1"
-    demo.launch(server_name=host, server_port=args.port, max_file_size=args.max_file_size, show_error=False)
+    demo.launch(
+        server_name=host,
+        server_port=args.port,
+        max_file_size=TRANSFER_LIMIT_FACTOR * max_file_bytes,
+        show_error=False,
+    )
     return 0

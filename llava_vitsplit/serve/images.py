@@ -17,13 +17,23 @@ from PIL import Image
 
 from llava_vitsplit.data.images import ImageDecodeError, check_dimensions, decode_rgb, to_rgb
 
-DEFAULT_MAX_PIXELS = 40_000_000  # larger than any photo a LLaVA user sends; PIL's own bomb limit is ~89M
+# 89 MP: a 48 MP (8000x6000) or 64 MP (9248x6936) phone photo at full resolution passes, while a
+# decompression bomb is refused from its header; one image at the limit decodes to 267 MB of RGB, and
+# the limit stays under PIL's own bomb threshold (89.5 MP, above which PIL warns on every open).
+DEFAULT_MAX_PIXELS = 89_000_000
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 URL_TIMEOUT_S = 15.0
 
 
 class ImageLoadError(ValueError):
     """An image could not be used; the message is meant for the end user."""
+
+
+def size_text(size: int) -> str:
+    """``size`` bytes for a person: "20.0 MB", "300.0 KB" or "12 bytes"."""
+    if size >= 2**20:
+        return f"{size / 2**20:.1f} MB"
+    return f"{size / 2**10:.1f} KB" if size >= 2**10 else f"{size} bytes"
 
 
 def is_url(source: str) -> bool:
@@ -68,8 +78,11 @@ def load_image(
         path = Path(source).expanduser()
         if not path.is_file():
             raise ImageLoadError(f"image file not found: {name}")
-        if path.stat().st_size > max_bytes:
-            raise ImageLoadError(f"image file {name} is larger than {max_bytes} bytes")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageLoadError(
+                f"image file {name} is {size_text(size)}, over the {size_text(max_bytes)} limit"
+            )
         stream = path
     try:
         return decode_rgb(stream, name, max_pixels)
