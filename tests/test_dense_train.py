@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from llava_vitsplit.cli import main as cli
-from llava_vitsplit.dense.checkpoint import checkpoint_steps, load_checkpoint
+from llava_vitsplit.dense.checkpoint import checkpoint_steps, load_checkpoint, load_trainer_state
 from llava_vitsplit.dense.synthetic import make_coco_set, make_depth_set, make_segmentation_set, tiny_preset
 
 
@@ -97,7 +97,7 @@ def test_checkpoints_are_atomic_and_resume_continues_the_optimizer(seg_run, caps
     ]
     assert cli(args) == 0
     assert "resumed from" in capsys.readouterr().out
-    resumed = load_checkpoint(ckpt_dir)
+    resumed = load_trainer_state(load_checkpoint(ckpt_dir)["path"])
     assert resumed["step"] == 84 and resumed["scheduler"]["last_epoch"] == 84
     adam_steps = {int(s["step"]) for s in resumed["optimizer"]["state"].values()}
     assert adam_steps == {84}
@@ -107,7 +107,7 @@ def test_checkpoints_are_atomic_and_resume_continues_the_optimizer(seg_run, caps
 def test_eval_and_predict_commands(seg_run, tmp_path):
     root, run, tmp = seg_run
     out_json = tmp_path / "metrics.json"
-    ckpt = str(run / "checkpoints" / "step-0000080.pt")
+    ckpt = str(run / "checkpoints" / "step-0000080")
     assert cli(["dense-eval", "--checkpoint", ckpt, "--data-root", str(root), "--out", str(out_json)]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["mIoU"] == pytest.approx(json.loads((run / "eval.json").read_text())["mIoU"])

@@ -3,16 +3,20 @@
 Segmentation -> ``<out>/<preset>/<image>.png`` palette masks (pixel value = class id);
 depth -> ``<image>_depth.png`` (16-bit millimetres) and ``<image>_depth_colour.png``;
 detection -> ``<image>.png`` with boxes/masks drawn and ``<image>.json``. Several segmentation/depth
-checkpoints on the same backbone share one frozen pass per image (multi-task inference).
+checkpoints on the same backbone share one frozen pass per image (multi-task inference). A photo
+that cannot be read is skipped with a message naming it; the others are written (exit status 1 then).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
+from llava_vitsplit.dense.commands import reports_data_errors
 
+
+@reports_data_errors
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="llava-vitsplit dense-predict", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", required=True, help="repeat for multi-task inference")
@@ -28,7 +32,8 @@ def main(argv: list[str]) -> int:
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from llava_vitsplit.dense.data import list_images, load_rgb
+    from llava_vitsplit.dense.atomic import write_json
+    from llava_vitsplit.dense.data import BadSample, list_images, load_rgb
     from llava_vitsplit.dense.inference import predict_resized
     from llava_vitsplit.dense.loading import load_models
     from llava_vitsplit.dense.transforms import eval_image_transform
@@ -38,10 +43,15 @@ def main(argv: list[str]) -> int:
     loaded = load_models(args.checkpoint, args.backbone_weights, device)
     out = Path(args.out)
     images = list_images(args.images)
-    written = 0
+    written, skipped = 0, 0
     with torch.no_grad():
         for path in images:
-            rgb = TF.to_image(load_rgb(path))  # [3, H, W] uint8
+            try:
+                rgb = TF.to_image(load_rgb(path))  # [3, H, W] uint8
+            except BadSample as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+                skipped += 1
+                continue
             size = tuple(rgb.shape[-2:])
             if loaded.dense is not None:
                 # one preset's resize for all branches: they share one frozen pass
@@ -66,18 +76,20 @@ def main(argv: list[str]) -> int:
                 result = model([image.to(device)])[0]
                 save_detections(image, result, out / preset.name / f"{path.stem}.png", args.score_threshold)
                 keep = result["scores"] >= args.score_threshold
-                (out / preset.name / f"{path.stem}.json").write_text(
-                    json.dumps(
-                        {
-                            "boxes_xyxy": result["boxes"][keep].tolist(),
-                            "labels": result["labels"][keep].tolist(),
-                            "scores": result["scores"][keep].tolist(),
-                        }
-                    )
+                write_json(
+                    out / preset.name / f"{path.stem}.json",
+                    {
+                        "boxes_xyxy": result["boxes"][keep].tolist(),
+                        "labels": result["labels"][keep].tolist(),
+                        "scores": result["scores"][keep].tolist(),
+                    },
                 )
                 written += 1
-    print(f"wrote {written} prediction(s) for {len(images)} image(s) under {out}")
-    return 0
+    read = len(images) - skipped
+    print(
+        f"wrote {written} prediction(s) for {read} image(s) under {out}; {skipped} unreadable image(s) skipped"
+    )
+    return 1 if skipped else 0
 
 
 def _multi_predict(model, pixels, size, crop, stride, predict_resized):
