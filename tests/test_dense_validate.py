@@ -124,7 +124,7 @@ def test_training_stops_before_step_one_or_skips_and_counts(tmp_path, capsys, mo
     def no_rescan(*args, **kwargs):
         raise AssertionError("the unchanged split was checked again instead of using the cache")
 
-    monkeypatch.setattr(validate, "validate_split", no_rescan)
+    monkeypatch.setattr(validate, "_validate_files", no_rescan)
     assert cli([*argv, "--skip-bad-samples", "--no-resume"]) == 0
     monkeypatch.undo()
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(bad["size-mismatch"])  # fixed: the cache is stale

@@ -37,6 +37,7 @@ from llava_vitsplit.dense.data import (
     unknown_class_ids,
 )
 from llava_vitsplit.dense.presets import DensePreset
+from llava_vitsplit.dense.validate_coco import coco_files, coco_image_problems
 
 CHECK_VERSION = 1  # bump when a check changes, so old cached reports are not reused
 
@@ -98,9 +99,8 @@ class BadDataError(ValueError):
         self.reports = reports
 
 
-def _problem(sample: Path, error: BadSample | FileNotFoundError, kind: str | None = None) -> Problem:
-    path = getattr(error, "path", None) or getattr(error, "filename", None) or sample
-    return Problem(str(sample), str(path), kind or getattr(error, "kind", "unreadable"), str(error))
+def _problem(sample: Path, error: BadSample) -> Problem:
+    return Problem(str(sample), error.path, error.kind, str(error))
 
 
 def _check_pair(pair: tuple[Path, Path], preset: DensePreset) -> list[Problem]:
@@ -164,8 +164,6 @@ def split_files(preset: DensePreset, root: str | Path, split: str, layout: str |
     """``(pairs, missing)`` of a segmentation / depth split, or ``(coco, None)`` for detection."""
     layout = layout or preset.dataset
     if preset.task == "detection":
-        from llava_vitsplit.dense.validate_coco import coco_files
-
         return coco_files(root, split), None
     missing: list[tuple[Path, Path]] = []
     listing = segmentation_pairs if preset.task == "segmentation" else depth_pairs
@@ -182,21 +180,30 @@ def validate_split(
 ) -> DataReport:
     """Every problem of ``split`` (never raises on a bad sample; a missing folder or list still raises)."""
     files, missing = split_files(preset, root, split, layout)
+    return _validate_files(preset, split, files, missing, workers, progress)
+
+
+def _validate_files(preset: DensePreset, split: str, files, missing, workers: int | None, progress: bool):
     desc = f"checking {split}"
     if missing is None:
-        from llava_vitsplit.dense.validate_coco import check_coco
-
-        return check_coco(
-            files, preset, split, lambda check, items: _run_parallel(check, items, workers, desc, progress)
+        problems = _run_parallel(
+            lambda image: [Problem(*p) for p in coco_image_problems(image, files, preset.num_classes)],
+            files.images,
+            workers,
+            desc,
+            progress,
         )
+        return DataReport(split, len(files.images), problems)
     problems = [
-        Problem(str(image), str(absent), "missing-pair", f"{absent} is missing (the pair of {image})")
-        if absent != image
-        else Problem(str(image), str(absent), "missing-pair", f"{absent} is missing")
+        Problem(str(image), str(absent), "missing-pair", _missing_detail(image, absent))
         for image, absent in missing
     ]
     problems += _run_parallel(lambda pair: _check_pair(pair, preset), files, workers, desc, progress)
     return DataReport(split, len(files) + len(missing), problems)
+
+
+def _missing_detail(image: Path, absent: Path) -> str:
+    return f"{absent} is missing" + ("" if absent == image else f" (the pair of {image})")
 
 
 def _stat(path: Path) -> list[Any]:
@@ -207,9 +214,8 @@ def _stat(path: Path) -> list[Any]:
     return [str(path), info.st_size, info.st_mtime_ns]
 
 
-def cache_key(preset: DensePreset, root: str | Path, split: str, layout: str | None) -> str:
+def cache_key(preset: DensePreset, root: str | Path, split: str, layout: str | None, files, missing) -> str:
     """Hash of the check settings and every file's path, size and mtime (a changed file invalidates)."""
-    files, missing = split_files(preset, root, split, layout)
     if missing is None:
         paths = [files.annotation_file, *files.image_paths()]
         absent: list[str] = []
@@ -242,7 +248,8 @@ def cached_validation(
 ) -> DataReport:
     """``validate_split``, reusing ``cache_file`` when no file or setting changed since it was written."""
     cache_file = Path(cache_file)
-    key = cache_key(preset, root, split, layout)
+    files, missing = split_files(preset, root, split, layout)
+    key = cache_key(preset, root, split, layout, files, missing)
     if cache_file.is_file():
         try:
             cached = json.loads(cache_file.read_text())
@@ -250,6 +257,6 @@ def cached_validation(
                 return DataReport.from_dict(cached["report"])
         except (json.JSONDecodeError, KeyError, TypeError):
             pass  # a damaged cache is rebuilt
-    report = validate_split(preset, root, split, layout, workers, progress)
+    report = _validate_files(preset, split, files, missing, workers, progress)
     write_json(cache_file, {"key": key, "report": report.to_dict()})
     return report

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llava_vitsplit.dense.data import BadSample, coco_paths, load_rgb
-from llava_vitsplit.dense.presets import DensePreset
 
 
 @dataclass
@@ -82,7 +80,8 @@ def _check_annotations(image: dict, path: Path, anns: list[dict], num_classes: i
     return found
 
 
-def _check_image(image: dict, files: CocoFiles, num_classes: int) -> list[tuple[str, str, str, str]]:
+def coco_image_problems(image: dict, files: CocoFiles, num_classes: int) -> list[tuple[str, str, str, str]]:
+    """``(sample, file, kind, detail)`` of every problem of one listed image and its annotations."""
     path = files.image_dir / image["file_name"]
     if not path.is_file():
         detail = f"{path} is listed in {files.annotation_file} but does not exist"
@@ -100,13 +99,3 @@ def _check_image(image: dict, files: CocoFiles, num_classes: int) -> list[tuple[
         found.append((str(path), str(path), exc.kind, str(exc)))
     anns = files.annotations.get(image["id"], [])
     return found + _check_annotations(image, path, anns, num_classes, files.annotation_file)
-
-
-def check_coco(files: CocoFiles, preset: DensePreset, split: str, run_parallel: Callable):
-    """A ``DataReport`` of the split; ``run_parallel(check, items)`` maps ``check`` with a progress bar."""
-    from llava_vitsplit.dense.validate import DataReport, Problem
-
-    def check(image: dict) -> list[Problem]:
-        return [Problem(*found) for found in _check_image(image, files, preset.num_classes)]
-
-    return DataReport(split, len(files.images), run_parallel(check, files.images))
