@@ -50,13 +50,15 @@ class BadSample(ValueError):
 Missing = list[tuple[Path, Path]]
 
 
-def _pair(image: Path, other: Path, missing: Missing | None, message: str) -> tuple[Path, Path] | None:
-    """``(image, other)`` if both exist; else raise ``message`` or, given ``missing``, record the gap."""
+def _pair(
+    image: Path, other: Path, missing: Missing | None, what: str, where: str
+) -> tuple[Path, Path] | None:
+    """``(image, other)`` if both exist; else raise "missing <what> <file> <where>" or record it in ``missing``."""
     absent = next((p for p in (image, other) if not p.is_file()), None)
     if absent is None:
         return image, other
     if missing is None:
-        raise FileNotFoundError(message.format(absent=absent))
+        raise FileNotFoundError(f"missing {what} {absent} {where}")
     missing.append((image, absent))
     return None
 
@@ -77,12 +79,7 @@ def _pair_by_stem(
     _require_dir(image_dir, "image")
     _require_dir(label_dir, "label")
     pairs = [
-        _pair(
-            image,
-            label_dir / f"{image.stem}{suffix}",
-            missing,
-            f"missing label file {{absent}} for image {image}",
-        )
+        _pair(image, label_dir / f"{image.stem}{suffix}", missing, "label file", f"for image {image}")
         for image in _images_in(image_dir)
     ]
     return [p for p in pairs if p is not None]
@@ -111,14 +108,15 @@ def segmentation_pairs(
         for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
             stem = image.name[: -len("_leftImg8bit.png")]
             label = root / "gtFine" / split / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
-            found.append(_pair(image, label, missing, f"missing label file {{absent}} for image {image}"))
+            found.append(_pair(image, label, missing, "label file", f"for image {image}"))
     elif layout == "pascal_context":
         found = [
             _pair(
                 root / "JPEGImages" / f"{stem}.jpg",
                 root / "SegmentationClassContext" / f"{stem}.png",
                 missing,
-                f"missing file {{absent}} listed in the {split} split",
+                "file",
+                f"listed in the {split} split",
             )
             for stem in _read_list(root / "ImageSets" / "SegmentationContext" / f"{split}.txt")
         ]
@@ -151,7 +149,7 @@ def depth_pairs(
             if len(parts) < 2:
                 raise ValueError(f"{listing}:{number}: expected '<rgb path> <depth path>', got {line!r}")
             image, depth = (root / parts[0].lstrip("/"), root / parts[1].lstrip("/"))
-            pair = _pair(image, depth, missing, f"missing file {{absent}} listed in {listing}:{number}")
+            pair = _pair(image, depth, missing, "file", f"listed in {listing}:{number}")
             if pair is not None:
                 pairs.append(pair)
     elif layout == "folder":

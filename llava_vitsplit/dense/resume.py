@@ -35,8 +35,8 @@ def mix_seed(*parts: int) -> int:
 class EpochSampler(Sampler):
     """Indices of ``size`` samples as ``(index, sample_seed)``, shuffled per epoch from ``(seed, epoch)``."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
-        self.size, self.seed, self.shuffle = size, seed, shuffle
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
         self.epoch = 0
         self._skip: tuple[int, int] | None = None
 
@@ -51,8 +51,6 @@ class EpochSampler(Sampler):
         return self._skip[1] if self._skip is not None and self._skip[0] == self.epoch else 0
 
     def order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.size))
         generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         return torch.randperm(self.size, generator=generator).tolist()
 

@@ -173,8 +173,14 @@ class _Run:
         self.ckpt_dir = output / "checkpoints"
         self.log_path = output / "log.jsonl"
         self.step = 0
-        self.window = {"loss_sum": 0.0, "count": 0}
+        self.window = {"loss_sum": 0.0, "count": 0}  # losses since the last log line
         self.seed = args.seed
+        self.prefix = frozen_prefix(preset.task)
+        self.tic = time.perf_counter()
+        # set by train(): the model, its frozen tower and where its weights come from, the optimiser,
+        # the schedule, the batch stream and the validation set
+        self.model = self.backbone = self.optimizer = self.scheduler = self.stream = self.val_set = None
+        self.weights: str | None = None
 
     def log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
@@ -313,7 +319,6 @@ def train(args: TrainArgs) -> dict[str, Any]:
     source = payload["backbone"] if payload is not None else None
     run.weights = args.backbone_weights or (source or {}).get("weights")
     run.model, run.backbone = build_for_preset(preset, run.weights, source)
-    run.prefix = frozen_prefix(preset.task)
     loader, sampler, generator = _resumable_loader(train_set, batch_size, args, run.seed)
     run.optimizer = build_optimizer(run.model, preset, args.lr)
     run.scheduler = build_scheduler(

@@ -93,8 +93,8 @@ class BadDataError(ValueError):
     def __init__(self, reports: list[DataReport]) -> None:
         lines = [p.line() for r in reports for p in r.problems] + [r.summary() for r in reports]
         super().__init__(
-            "bad training data (nothing was trained); fix these files or pass --skip-bad-samples to leave "
-            "those samples out:\n" + "\n".join(lines)
+            "bad samples found before the run started (nothing was run); fix these files or pass "
+            "--skip-bad-samples to leave those samples out:\n" + "\n".join(lines)
         )
         self.reports = reports
 
