@@ -17,8 +17,8 @@ from llava_vitsplit.cli import main as cli
 from llava_vitsplit.dense.synthetic import make_segmentation_set, tiny_preset
 
 MAX_ITERS = 30
-# 14 samples, batch 4: 3 steps per epoch, so the step-4 checkpoint sits inside an epoch; 48-px random
-# crops, flips and colour jitter make every step depend on the augmentation RNG.
+# 14 samples, batch 4: 3 steps per epoch, so the step-4 and step-8 checkpoints sit inside an epoch;
+# 48-px random crops, scale jitter, flips and colour jitter make every step depend on the augmentation RNG.
 FLAGS = ("--max-iters", str(MAX_ITERS), "--log-interval", "1", "--save-interval", "4", "--val-split", "")
 
 
@@ -59,7 +59,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(setup, tmp_path):
     assert [s for s, _, _ in expected] == list(range(1, MAX_ITERS + 1))
 
     run = tmp_path / "killed"
-    _kill_after(train_argv(preset, root, run, *FLAGS), run, step=6)
+    _kill_after(train_argv(preset, root, run, *FLAGS), run, step=7)
     logged = [s for s, _, _ in _losses(run)]
     saved = sorted(int(re.search(r"\d+", p.name).group()) for p in (run / "checkpoints").glob("step-*"))
     assert logged[-1] < MAX_ITERS and saved and saved[-1] < logged[-1]  # steps after the checkpoint redone
