@@ -61,7 +61,7 @@ def test_checkpoint_folder_holds_no_pickle_of_objects(trained):
 
 
 @pytest.mark.parametrize(
-    "command", ["dense-eval", "dense-predict", "dense-train", "dense-convert-checkpoint"]
+    "command", ["dense-eval", "dense-eval-file", "dense-predict", "dense-train", "dense-convert-checkpoint"]
 )
 def test_hostile_pickle_never_runs(trained, tmp_path, capsys, command):
     root, _, preset = trained
@@ -70,6 +70,7 @@ def test_hostile_pickle_never_runs(trained, tmp_path, capsys, command):
     hostile = _plant_hostile(run / "checkpoints", marker)
     argv = {
         "dense-eval": ["dense-eval", "--checkpoint", str(run), "--data-root", str(root)],
+        "dense-eval-file": ["dense-eval", "--checkpoint", hostile, "--data-root", str(root)],
         "dense-predict": [
             "dense-predict",
             "--checkpoint",

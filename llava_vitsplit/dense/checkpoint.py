@@ -97,8 +97,10 @@ def prune_checkpoints(folder: str | Path, keep: int) -> None:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A ``step-<N>/`` folder from itself, a ``checkpoints/`` folder or a run folder (their newest)."""
     path = Path(path)
-    if path.is_file() and _LEGACY_STEP.match(path.name):
+    if path.is_file() and path.suffix == ".pt":
         raise LegacyCheckpointError(path)
+    if path.is_file():
+        raise ValueError(f"{path} is a file; a dense checkpoint is a step-<N>/ folder (or its run folder)")
     if path.is_dir() and (path / META_FILE).is_file():
         return path
     if path.is_dir():

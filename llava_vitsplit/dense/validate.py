@@ -153,10 +153,7 @@ def _run_parallel(check, items: list, workers: int | None, desc: str, progress: 
     if not items:
         return []
     workers = workers or min(8, os.cpu_count() or 1)
-    chunks = max(1, len(items) // (workers * 8))
-    results = thread_map(
-        check, items, max_workers=workers, chunksize=chunks, desc=desc, disable=not progress, unit="sample"
-    )
+    results = thread_map(check, items, max_workers=workers, desc=desc, disable=not progress, unit="sample")
     return [p for found in results for p in found]
 
 
