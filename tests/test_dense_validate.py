@@ -69,6 +69,24 @@ def test_segmentation_problems_each_listed_with_its_file(tmp_path, capsys, count
     for kind, path in bad.items():
         assert str(path) in lines[kind], lines[kind]
     assert "10 sample(s) checked, 6 problem(s) in 6 sample(s)" in out
+    report = tmp_path / "report.json"
+    assert (
+        cli(
+            [
+                "dense-validate",
+                "--preset",
+                preset,
+                "--data-root",
+                str(root),
+                "--split",
+                "val",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(report.read_text())[0]["problems"] == []
     files = [p for p in (root / "images" / "train").iterdir() if p.name != "0003.png"]  # 0003: no pair
     files += list((root / "labels" / "train").iterdir())
     assert {str(p): 1 for p in files} == {p: n for p, n in count_opens.items() if "/train/" in p}
