@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 import torch
 from _dense_helpers import preset_file, train_argv
-from PIL import Image
+from PIL import Image, ImageFile
 
 from llava_vitsplit.cli import main as cli
 from llava_vitsplit.dense.synthetic import make_coco_set, make_depth_set, make_segmentation_set, tiny_preset
+
+
+@pytest.fixture(autouse=True)
+def _lenient_pil(monkeypatch):
+    """PIL's process-wide truncation leniency on, as lmms-eval leaves it after import: still an error here."""
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
 
 
 def _corrupt(path) -> None:

@@ -34,6 +34,7 @@ from llava_vitsplit.dense.data import (
     load_depth,
     load_rgb,
     segmentation_pairs,
+    strict_decoding,
     unknown_class_ids,
 )
 from llava_vitsplit.dense.presets import DensePreset
@@ -153,7 +154,10 @@ def _run_parallel(check, items: list, workers: int | None, desc: str, progress: 
     if not items:
         return []
     workers = workers or min(8, os.cpu_count() or 1)
-    results = thread_map(check, items, max_workers=workers, desc=desc, disable=not progress, unit="sample")
+    with strict_decoding():
+        results = thread_map(
+            check, items, max_workers=workers, desc=desc, disable=not progress, unit="sample"
+        )
     return [p for found in results for p in found]
 
 
