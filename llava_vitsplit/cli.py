@@ -26,6 +26,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Evaluate a dense checkpoint (mIoU, depth, COCO AP)",
     ),
     "dense-predict": ("llava_vitsplit.dense.commands.predict", "Dense predictions as PNG masks / depth maps"),
+    "dense-validate": (
+        "llava_vitsplit.dense.commands.validate",
+        "Report every problem in a dense dataset split",
+    ),
+    "dense-convert-checkpoint": (
+        "llava_vitsplit.dense.commands.convert",
+        "Convert old pickled dense step-<N>.pt checkpoints to the safe format",
+    ),
     "cka": (
         "llava_vitsplit.dense.commands.cka",
         "Linear CKA between all layers of a backbone (heatmap + JSON)",

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from _dense_helpers import preset_file, train_argv
 from PIL import Image
 
 from llava_vitsplit.cli import main as cli
-from llava_vitsplit.dense.checkpoint import checkpoint_steps, load_checkpoint
+from llava_vitsplit.dense.checkpoint import checkpoint_steps, load_checkpoint, load_trainer_state
 from llava_vitsplit.dense.synthetic import make_coco_set, make_depth_set, make_segmentation_set, tiny_preset
 
 
@@ -23,36 +24,14 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def _preset_file(tmp_path, preset):
-    path = tmp_path / f"{preset.name}.json"
-    path.write_text(json.dumps(preset.to_dict()))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
     """A tiny segmentation model trained for 80 steps; ``(data_root, run_dir, tmp)``."""
     tmp = tmp_path_factory.mktemp("dense_seg")
     root = make_segmentation_set(tmp / "data", n_train=48, n_val=12)
-    preset = _preset_file(tmp, tiny_preset("segmentation", num_classes=3))
+    preset = preset_file(tmp, tiny_preset("segmentation", num_classes=3))
     run = tmp / "run"
-    args = [
-        "dense-train",
-        "--preset",
-        preset,
-        "--data-root",
-        str(root),
-        "--output-dir",
-        str(run),
-        "--num-workers",
-        "0",
-        "--log-interval",
-        "20",
-        "--save-interval",
-        "40",
-        "--max-iters",
-        "80",
-    ]
+    args = train_argv(preset, root, run, "--log-interval", "20", "--save-interval", "40", "--max-iters", "80")
     assert cli(args) == 0
     return root, run, tmp
 
@@ -77,27 +56,11 @@ def test_checkpoints_are_atomic_and_resume_continues_the_optimizer(seg_run, caps
     assert not [p for p in ckpt_dir.iterdir() if p.name.startswith(".")]  # no temp files left
     payload = load_checkpoint(ckpt_dir)
     assert payload["step"] == 80 and not any(k.startswith("backbone.") for k in payload["model"])
-    preset = _preset_file(tmp, tiny_preset("segmentation", num_classes=3))
-    args = [
-        "dense-train",
-        "--preset",
-        preset,
-        "--data-root",
-        str(root),
-        "--output-dir",
-        str(run),
-        "--num-workers",
-        "0",
-        "--max-iters",
-        "84",
-        "--log-interval",
-        "2",
-        "--val-split",
-        "",
-    ]
+    preset = preset_file(tmp, tiny_preset("segmentation", num_classes=3))
+    args = train_argv(preset, root, run, "--max-iters", "84", "--log-interval", "2", "--val-split", "")
     assert cli(args) == 0
     assert "resumed from" in capsys.readouterr().out
-    resumed = load_checkpoint(ckpt_dir)
+    resumed = load_trainer_state(load_checkpoint(ckpt_dir)["path"])
     assert resumed["step"] == 84 and resumed["scheduler"]["last_epoch"] == 84
     adam_steps = {int(s["step"]) for s in resumed["optimizer"]["state"].values()}
     assert adam_steps == {84}
@@ -107,7 +70,7 @@ def test_checkpoints_are_atomic_and_resume_continues_the_optimizer(seg_run, caps
 def test_eval_and_predict_commands(seg_run, tmp_path):
     root, run, tmp = seg_run
     out_json = tmp_path / "metrics.json"
-    ckpt = str(run / "checkpoints" / "step-0000080.pt")
+    ckpt = str(run / "checkpoints" / "step-0000080")
     assert cli(["dense-eval", "--checkpoint", ckpt, "--data-root", str(root), "--out", str(out_json)]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["mIoU"] == pytest.approx(json.loads((run / "eval.json").read_text())["mIoU"])
@@ -146,27 +109,13 @@ def test_eval_and_predict_commands(seg_run, tmp_path):
 def test_depth_training_and_multi_task_prediction(seg_run, tmp_path):
     _, seg_dir, tmp = seg_run
     root = make_depth_set(tmp_path / "depth", n_train=16, n_val=4)
-    preset = _preset_file(tmp_path, tiny_preset("depth", max_depth=10.0))
+    preset = preset_file(tmp_path, tiny_preset("depth", max_depth=10.0))
     run = tmp_path / "depth_run"
     assert (
         cli(
-            [
-                "dense-train",
-                "--preset",
-                preset,
-                "--data-root",
-                str(root),
-                "--output-dir",
-                str(run),
-                "--num-workers",
-                "0",
-                "--max-iters",
-                "30",
-                "--log-interval",
-                "10",
-                "--schedule",
-                "one_cycle",
-            ]
+            train_argv(
+                preset, root, run, "--max-iters", "30", "--log-interval", "10", "--schedule", "one_cycle"
+            )
         )
         == 0
     )
@@ -203,28 +152,9 @@ def test_depth_training_and_multi_task_prediction(seg_run, tmp_path):
 
 def test_detection_training_and_coco_eval(tmp_path):
     root = make_coco_set(tmp_path / "coco", n_train=4, n_val=2)
-    preset = _preset_file(tmp_path, tiny_preset("detection", num_classes=3, batch_size=2))
+    preset = preset_file(tmp_path, tiny_preset("detection", num_classes=3, batch_size=2))
     run = tmp_path / "det_run"
-    assert (
-        cli(
-            [
-                "dense-train",
-                "--preset",
-                preset,
-                "--data-root",
-                str(root),
-                "--output-dir",
-                str(run),
-                "--num-workers",
-                "0",
-                "--max-iters",
-                "2",
-                "--log-interval",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert cli(train_argv(preset, root, run, "--max-iters", "2", "--log-interval", "1")) == 0
     result = json.loads((run / "eval.json").read_text())
     assert {"bbox_AP", "segm_AP", "bbox_AP50"} <= set(result) and result["images"] == 2
 

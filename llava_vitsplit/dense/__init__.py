@@ -7,7 +7,10 @@ nothing here imports the VLM, the LLM code or the training/serving modules of th
 - ``build``/``model``/``heads``/``detection``: backbone + adapter + heads, multi-task ``DenseModel``,
   Mask R-CNN with the ViT-Split neck.
 - ``data``/``transforms``/``pipeline``: standard dataset layouts and augmentation.
-- ``trainer``/``optim``/``checkpoint``/``loading``: accelerate training, schedules, atomic checkpoints.
+- ``validate``/``validate_coco``: every problem of a split, found before training (``dense-validate``).
+- ``trainer``/``optim``/``checkpoint``/``loading``: accelerate training, schedules, checkpoints of
+  safetensors + JSON + weights-only state; ``resume``: exact resume; ``legacy``: converting old pickles;
+  ``atomic``: temporary-file-and-rename writes.
 - ``metrics``/``evaluation``/``inference``/``visualize``: mIoU, depth errors, COCO AP, sliding window, PNGs.
 - ``cka``: linear CKA between layers; ``synthetic``: generated sets and a tiny preset for tests.
 """

@@ -21,18 +21,47 @@ transforms v2 (boxes XYXY, masks, labels = COCO category ids).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# 16-bit single-channel PIL modes a depth PNG may open as.
+DEPTH_MODES = ("I", "I;16", "I;16B")
 _ADE_SPLITS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
+
+
+class BadSample(ValueError):
+    """A file that cannot be trained on; ``kind`` groups problems (``unreadable``, ``class-id``, ...)."""
+
+    def __init__(self, kind: str, path: Path | str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.path = str(path)
+
+
+# (image, label) pairs where one file is absent: collected instead of raised when a list is given.
+Missing = list[tuple[Path, Path]]
+
+
+def _pair(
+    image: Path, other: Path, missing: Missing | None, what: str, where: str
+) -> tuple[Path, Path] | None:
+    """``(image, other)`` if both exist; else raise "missing <what> <file> <where>" or record it in ``missing``."""
+    absent = next((p for p in (image, other) if not p.is_file()), None)
+    if absent is None:
+        return image, other
+    if missing is None:
+        raise FileNotFoundError(f"missing {what} {absent} {where}")
+    missing.append((image, absent))
+    return None
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -45,16 +74,16 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _pair_by_stem(image_dir: Path, label_dir: Path, suffix: str = ".png") -> list[tuple[Path, Path]]:
+def _pair_by_stem(
+    image_dir: Path, label_dir: Path, missing: Missing | None, suffix: str = ".png"
+) -> list[tuple[Path, Path]]:
     _require_dir(image_dir, "image")
     _require_dir(label_dir, "label")
-    pairs = []
-    for image in _images_in(image_dir):
-        label = label_dir / f"{image.stem}{suffix}"
-        if not label.is_file():
-            raise FileNotFoundError(f"missing label file {label} for image {image}")
-        pairs.append((image, label))
-    return pairs
+    pairs = [
+        _pair(image, label_dir / f"{image.stem}{suffix}", missing, "label file", f"for image {image}")
+        for image in _images_in(image_dir)
+    ]
+    return [p for p in pairs if p is not None]
 
 
 def _read_list(path: Path) -> list[str]:
@@ -63,43 +92,51 @@ def _read_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def segmentation_pairs(root: str | Path, layout: str, split: str) -> list[tuple[Path, Path]]:
-    """``(image, label)`` paths of a segmentation split in one of the standard layouts."""
+def segmentation_pairs(
+    root: str | Path, layout: str, split: str, missing: Missing | None = None
+) -> list[tuple[Path, Path]]:
+    """``(image, label)`` paths of a segmentation split in one of the standard layouts.
+
+    A listed image without its label (or the reverse) raises, or with ``missing`` given is recorded there.
+    """
     root = _require_dir(Path(root), "dataset root")
     if layout == "ade20k":
         sub = _ADE_SPLITS.get(split, split)
-        pairs = _pair_by_stem(root / "images" / sub, root / "annotations" / sub)
+        found = _pair_by_stem(root / "images" / sub, root / "annotations" / sub, missing)
     elif layout == "cityscapes":
         image_root = _require_dir(root / "leftImg8bit" / split, "image")
-        pairs = []
+        found = []
         for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
             stem = image.name[: -len("_leftImg8bit.png")]
             label = root / "gtFine" / split / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
-            if not label.is_file():
-                raise FileNotFoundError(f"missing label file {label} for image {image}")
-            pairs.append((image, label))
+            found.append(_pair(image, label, missing, "label file", f"for image {image}"))
     elif layout == "pascal_context":
-        pairs = []
-        for stem in _read_list(root / "ImageSets" / "SegmentationContext" / f"{split}.txt"):
-            image = root / "JPEGImages" / f"{stem}.jpg"
-            label = root / "SegmentationClassContext" / f"{stem}.png"
-            for path in (image, label):
-                if not path.is_file():
-                    raise FileNotFoundError(f"missing file {path} listed in the {split} split")
-            pairs.append((image, label))
+        found = [
+            _pair(
+                root / "JPEGImages" / f"{stem}.jpg",
+                root / "SegmentationClassContext" / f"{stem}.png",
+                missing,
+                "file",
+                f"listed in the {split} split",
+            )
+            for stem in _read_list(root / "ImageSets" / "SegmentationContext" / f"{split}.txt")
+        ]
     elif layout == "folder":
-        pairs = _pair_by_stem(root / "images" / split, root / "labels" / split)
+        found = _pair_by_stem(root / "images" / split, root / "labels" / split, missing)
     else:
         raise ValueError(
             f"unknown segmentation layout {layout!r}; valid: ade20k, cityscapes, pascal_context, folder"
         )
-    if not pairs:
+    pairs = [p for p in found if p is not None]
+    if not pairs and not missing:
         raise FileNotFoundError(f"no images found for split {split!r} of the {layout} layout under {root}")
     return pairs
 
 
-def depth_pairs(root: str | Path, layout: str, split: str) -> list[tuple[Path, Path]]:
-    """``(image, depth PNG)`` paths of a depth split."""
+def depth_pairs(
+    root: str | Path, layout: str, split: str, missing: Missing | None = None
+) -> list[tuple[Path, Path]]:
+    """``(image, depth PNG)`` paths of a depth split (``missing`` as for ``segmentation_pairs``)."""
     root = _require_dir(Path(root), "dataset root")
     if layout == "nyu":
         listing = next((root / n for n in (f"{split}.txt", f"nyu_{split}.txt") if (root / n).is_file()), None)
@@ -113,71 +150,121 @@ def depth_pairs(root: str | Path, layout: str, split: str) -> list[tuple[Path, P
             if len(parts) < 2:
                 raise ValueError(f"{listing}:{number}: expected '<rgb path> <depth path>', got {line!r}")
             image, depth = (root / parts[0].lstrip("/"), root / parts[1].lstrip("/"))
-            for path in (image, depth):
-                if not path.is_file():
-                    raise FileNotFoundError(f"missing file {path} listed in {listing}:{number}")
-            pairs.append((image, depth))
+            pair = _pair(image, depth, missing, "file", f"listed in {listing}:{number}")
+            if pair is not None:
+                pairs.append(pair)
     elif layout == "folder":
-        pairs = _pair_by_stem(root / "images" / split, root / "depths" / split)
+        pairs = _pair_by_stem(root / "images" / split, root / "depths" / split, missing)
     else:
         raise ValueError(f"unknown depth layout {layout!r}; valid: nyu, folder")
-    if not pairs:
+    if not pairs and not missing:
         raise FileNotFoundError(f"no images found for split {split!r} of the {layout} layout under {root}")
     return pairs
 
 
+# What PIL raises on a corrupt, truncated or hostile file.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Truncated files raise while inside, whatever PIL's process-wide ``LOAD_TRUNCATED_IMAGES`` says.
+
+    Some libraries (lmms-eval, on import) switch it on, which would make a truncated photo load as a
+    partly grey image. Parallel readers run inside one outer ``strict_decoding()`` so that the nested
+    per-file ones restore ``False``, never another thread's setting.
+    """
+    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def load_rgb(path: Path) -> Image.Image:
+    """The image fully decoded as RGB; a file PIL cannot decode raises ``BadSample("unreadable")``."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
     try:
-        with Image.open(path) as img:
+        with strict_decoding(), Image.open(path) as img:
             return img.convert("RGB")
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise BadSample("unreadable", path, f"cannot read image {path}: {exc}") from exc
 
 
-def _check_same_size(
+def _open_array(path: Path, modes: tuple[str, ...], expected: str, kind: str) -> np.ndarray:
+    """A single-channel PNG decoded to ``[H, W]`` int64; other modes raise ``BadSample(kind)``."""
+    try:
+        with strict_decoding(), Image.open(path) as img:
+            if img.mode not in modes:
+                raise BadSample(kind, path, f"{path} has mode {img.mode}; expected {expected}")
+            return np.array(img, dtype=np.int64)
+    except _DECODE_ERRORS as exc:
+        if isinstance(exc, BadSample):
+            raise
+        raise BadSample("unreadable", path, f"cannot read {path}: {exc}") from exc
+
+
+def check_same_size(
     image: Image.Image, image_path: Path, other: np.ndarray, other_path: Path, what: str
 ) -> None:
     if (image.height, image.width) != other.shape:
-        raise ValueError(
+        raise BadSample(
+            "size-mismatch",
+            other_path,
             f"{what} {other_path} is {other.shape[1]}x{other.shape[0]} but its image {image_path} is "
-            f"{image.width}x{image.height} (width x height)"
+            f"{image.width}x{image.height} (width x height)",
         )
+
+
+def decode_label(path: Path, ignore_index: int = 255, reduce_zero_label: bool = False) -> np.ndarray:
+    """Class-id map ``[H, W]`` (int64) of a label PNG, with 0 mapped to ``ignore_index`` if asked."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"label file {path} does not exist")
+    label = _open_array(
+        path, ("L", "P", "I", "I;16"), "a single-channel (L/P) PNG of class ids", "wrong-mode"
+    )
+    if reduce_zero_label:
+        label = np.where(label == 0, ignore_index, label - 1)
+        label[label == ignore_index - 1] = ignore_index
+    return label
+
+
+def unknown_class_ids(
+    label: np.ndarray, path: Path, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False
+) -> BadSample | None:
+    """The problem with ids outside ``[0, K)`` other than ``ignore_index``, or ``None``."""
+    bad = np.unique(label[(label != ignore_index) & ((label < 0) | (label >= num_classes))])
+    if not bad.size:
+        return None
+    return BadSample(
+        "class-id",
+        path,
+        f"label {path} has unknown class id(s) {bad.tolist()[:10]}: valid are 0..{num_classes - 1} "
+        f"and {ignore_index} (ignore){' after reduce_zero_label' if reduce_zero_label else ''}",
+    )
 
 
 def load_label(
     path: Path, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False
 ) -> np.ndarray:
     """Class-id map ``[H, W]`` (int64) from a label PNG; ids outside ``[0, K)`` and ``ignore_index`` raise."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"label file {path} does not exist")
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(
-                f"label {path} has mode {img.mode}; expected a single-channel (L/P) PNG of class ids"
-            )
-        label = np.array(img, dtype=np.int64)
-    if reduce_zero_label:
-        label = np.where(label == 0, ignore_index, label - 1)
-        label[label == ignore_index - 1] = ignore_index
-    bad = np.unique(label[(label != ignore_index) & ((label < 0) | (label >= num_classes))])
-    if bad.size:
-        raise ValueError(
-            f"label {path} has unknown class id(s) {bad.tolist()[:10]}: valid are 0..{num_classes - 1} "
-            f"and {ignore_index} (ignore){' after reduce_zero_label' if reduce_zero_label else ''}"
-        )
+    label = decode_label(path, ignore_index, reduce_zero_label)
+    problem = unknown_class_ids(label, path, num_classes, ignore_index, reduce_zero_label)
+    if problem is not None:
+        raise problem
     return label
 
 
 def load_depth(path: Path, depth_scale: float) -> np.ndarray:
-    """Depth in metres ``[H, W]`` (float32) from a 16-bit PNG (``value / depth_scale``; 0 = invalid)."""
+    """Depth in metres ``[H, W]`` (float32) from a 16-bit PNG (``value / depth_scale``; 0 = invalid).
+
+    An 8-bit PNG raises ``BadSample("bit-depth")``: its values cannot be millimetres.
+    """
     if not Path(path).is_file():
         raise FileNotFoundError(f"depth file {path} does not exist")
-    with Image.open(path) as img:
-        if img.mode not in ("I", "I;16", "I;16B", "L"):
-            raise ValueError(f"depth map {path} has mode {img.mode}; expected a single-channel 16-bit PNG")
-        return np.array(img, dtype=np.float32) / depth_scale
+    raw = _open_array(path, DEPTH_MODES, "a single-channel 16-bit PNG (depth map)", "bit-depth")
+    return raw.astype(np.float32) / depth_scale
 
 
 class SegmentationDataset(Dataset):
@@ -208,7 +295,7 @@ class SegmentationDataset(Dataset):
         image_path, label_path = self.pairs[index]
         image = load_rgb(image_path)
         label = load_label(label_path, self.num_classes, self.ignore_index, self.reduce_zero_label)
-        _check_same_size(image, image_path, label, label_path, "label")
+        check_same_size(image, image_path, label, label_path, "label")
         pixels = tv_tensors.Image(
             torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
         )  # [3, H, W] uint8
@@ -242,7 +329,7 @@ class DepthDataset(Dataset):
         image_path, depth_path = self.pairs[index]
         image = load_rgb(image_path)
         depth = load_depth(depth_path, self.depth_scale)
-        _check_same_size(image, image_path, depth, depth_path, "depth map")
+        check_same_size(image, image_path, depth, depth_path, "depth map")
         pixels = tv_tensors.Image(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))  # [3, H, W]
         target = tv_tensors.Mask(torch.from_numpy(depth))  # [H, W] metres
         if self.transform is not None:
@@ -254,8 +341,19 @@ class DepthDataset(Dataset):
         }
 
 
-def coco_dataset(image_dir: str | Path, annotation_file: str | Path, transforms=None):
-    """COCO instances as ``(image, target)`` with ``boxes`` (XYXY), ``masks``, ``labels`` (category ids), ``image_id``."""
+def coco_paths(root: str | Path, split: str) -> tuple[Path, Path]:
+    """``(image folder, instances file)`` of a COCO split: ``<root>/<split>/``, ``annotations/instances_<split>.json``."""
+    root = Path(root)
+    return root / split, root / "annotations" / f"instances_{split}.json"
+
+
+def coco_dataset(
+    image_dir: str | Path, annotation_file: str | Path, transforms=None, skip: frozenset[str] = frozenset()
+):
+    """COCO instances as ``(image, target)`` with ``boxes`` (XYXY), ``masks``, ``labels`` (category ids), ``image_id``.
+
+    Images whose path is in ``skip`` (found bad by ``dense.validate``) are left out.
+    """
     from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 
     image_dir, annotation_file = Path(image_dir), Path(annotation_file)
@@ -263,8 +361,11 @@ def coco_dataset(image_dir: str | Path, annotation_file: str | Path, transforms=
     if not annotation_file.is_file():
         raise FileNotFoundError(f"COCO annotation file {annotation_file} does not exist")
     dataset = CocoDetection(str(image_dir), str(annotation_file), transforms=transforms)
+    dataset.ids = [i for i in dataset.ids if str(image_dir / dataset.coco.imgs[i]["file_name"]) not in skip]
     missing = [
-        img["file_name"] for img in dataset.coco.imgs.values() if not (image_dir / img["file_name"]).is_file()
+        dataset.coco.imgs[i]["file_name"]
+        for i in dataset.ids
+        if not (image_dir / dataset.coco.imgs[i]["file_name"]).is_file()
     ]
     if missing:
         raise FileNotFoundError(

@@ -13,6 +13,7 @@ from llava_vitsplit.dense.data import (
     DepthDataset,
     SegmentationDataset,
     coco_dataset,
+    coco_paths,
     depth_pairs,
     segmentation_pairs,
 )
@@ -20,11 +21,23 @@ from llava_vitsplit.dense.presets import DensePreset
 from llava_vitsplit.dense.transforms import ImageOnly, eval_image_transform, train_transform
 
 
-def build_dataset(preset: DensePreset, root: str | Path, split: str, train: bool, layout: str | None = None):
-    """The preset's dataset for ``split``; ``layout`` overrides ``preset.dataset`` (e.g. ``folder``)."""
+def build_dataset(
+    preset: DensePreset,
+    root: str | Path,
+    split: str,
+    train: bool,
+    layout: str | None = None,
+    skip: frozenset[str] = frozenset(),
+):
+    """The preset's dataset for ``split``; ``layout`` overrides ``preset.dataset`` (e.g. ``folder``).
+
+    ``skip``: image paths of samples to leave out (``DataReport.bad_samples``); with it, images whose
+    label is missing are left out too instead of raising.
+    """
     layout = layout or preset.dataset
+    missing = [] if skip else None
     if preset.task == "segmentation":
-        pairs = segmentation_pairs(root, layout, split)
+        pairs = _kept(segmentation_pairs(root, layout, split, missing), skip)
         transform = (
             train_transform(preset.crop_size, preset.test_size, preset.scale_range, fill=preset.ignore_index)
             if train
@@ -34,23 +47,27 @@ def build_dataset(preset: DensePreset, root: str | Path, split: str, train: bool
             pairs, preset.num_classes, transform, preset.ignore_index, preset.reduce_zero_label
         )
     if preset.task == "depth":
-        pairs = depth_pairs(root, layout, split)
+        pairs = _kept(depth_pairs(root, layout, split, missing), skip)
         transform = (
             train_transform(preset.crop_size, preset.test_size, preset.scale_range, fill=0.0)
             if train
             else ImageOnly(eval_image_transform(preset.test_size))
         )
         return DepthDataset(pairs, preset.depth_scale, transform)
-    root = Path(root)
     transforms = [v2.RandomHorizontalFlip()] if train else []
     transforms += [
         v2.ToImage(),
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
         v2.SanitizeBoundingBoxes(),
     ]
-    return coco_dataset(
-        root / split, root / "annotations" / f"instances_{split}.json", v2.Compose(transforms)
-    )
+    return coco_dataset(*coco_paths(root, split), v2.Compose(transforms), skip=skip)
+
+
+def _kept(pairs: list[tuple[Path, Path]], skip: frozenset[str]) -> list[tuple[Path, Path]]:
+    kept = [pair for pair in pairs if str(pair[0]) not in skip]
+    if not kept:
+        raise ValueError(f"no usable samples left: all {len(pairs)} are bad")
+    return kept
 
 
 def collate(batch: list[Any]):

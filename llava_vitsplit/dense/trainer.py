@@ -1,43 +1,59 @@
 """Training loop on ``accelerate``: one code path for one CPU, one GPU or many (``accelerate launch``).
 
 Builds the frozen backbone and the preset's model, AdamW with the task-head lr multiplier, a poly or
-one-cycle schedule, optional AMP (``mixed_precision``), and writes atomic checkpoints that ``resume``
-picks up (trainable weights, optimiser, scheduler, step and RNG state). Evaluation runs on the main
-process at ``eval_interval`` and at the end; results go to ``<output_dir>/log.jsonl`` and ``eval.json``.
+one-cycle schedule and optional AMP (``mixed_precision``). Before anything is built, every sample of the
+train and validation splits is checked (``dense.validate``, cached in ``<output_dir>/data_check/``): a
+problem stops the run with the full list, or with ``skip_bad_samples`` those samples are left out and
+counted. Checkpoints (``dense.checkpoint``) hold the trainable weights, optimiser, scheduler, sampler
+position, log window and every process's RNG, so a killed run resumes exactly where its last checkpoint
+was (``dense.resume``): the same batches, augmentations and losses as an uninterrupted run, and
+``log.jsonl`` cut back to that step. Evaluation runs on the main process at ``eval_interval`` and at the
+end; results go to ``<output_dir>/log.jsonl`` and ``eval.json``.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from llava_vitsplit.dense.atomic import remove_stale_temporaries, write_json
 from llava_vitsplit.dense.build import build_backbone, build_detector, build_model
 from llava_vitsplit.dense.checkpoint import (
-    FORMAT,
     backbone_source,
     frozen_prefix,
     latest_checkpoint,
     load_checkpoint,
+    load_rng_file,
     load_trainable,
+    load_trainer_state,
     prune_checkpoints,
-    save_atomic,
+    save_checkpoint,
+    save_rng_file,
     split_state,
+    step_folder,
 )
 from llava_vitsplit.dense.evaluation import evaluate_dense, evaluate_detection
 from llava_vitsplit.dense.losses import segmentation_loss, sig_loss
 from llava_vitsplit.dense.optim import build_optimizer, build_scheduler
 from llava_vitsplit.dense.pipeline import build_dataset, collate
 from llava_vitsplit.dense.presets import DensePreset
+from llava_vitsplit.dense.resume import (
+    BatchStream,
+    EpochSampler,
+    SeededSamples,
+    cut_log,
+    rng_state,
+    set_rng_state,
+)
+from llava_vitsplit.dense.validate import BadDataError, DataReport, cached_validation
 
 
 @dataclass
@@ -63,16 +79,7 @@ class TrainArgs:
     seed: int = 0
     resume: bool = True
     grad_clip: float | None = None
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    skip_bad_samples: bool = False
 
 
 def build_for_preset(preset: DensePreset, backbone_weights: str | None, source: dict | None = None):
@@ -97,141 +104,251 @@ def _loss(model, preset: DensePreset, batch) -> torch.Tensor:
     return sig_loss(outputs, batch["depth"], preset.min_depth, preset.max_depth)
 
 
-def _infinite(loader: DataLoader, start_epoch: int):
-    """Batches forever; shuffling draws from the global RNG, which a resumed run restores."""
-    epoch = start_epoch
-    while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+def _checked_datasets(args: TrainArgs, preset: DensePreset, accelerator: Accelerator, output: Path):
+    """``(train_set, val_set | None)`` after checking both splits (cached); bad data raises ``BadDataError``."""
+    splits = [args.train_split] + ([args.val_split] if args.val_split else [])
+    reports: dict[str, DataReport] = {}
+    errors: dict[str, Exception] = {}
+    with accelerator.main_process_first():  # the main process checks and caches, the others read it
+        for split in splits:
+            try:
+                reports[split] = cached_validation(
+                    preset,
+                    args.data_root,
+                    split,
+                    args.layout,
+                    output / "data_check" / f"{split}.json",
+                    progress=accelerator.is_main_process,
+                )
+            except (FileNotFoundError, ValueError) as exc:
+                errors[split] = exc
+    if args.train_split in errors:
+        raise errors[args.train_split]
+    for exc in errors.values():
+        accelerator.print(f"no validation set ({exc}); evaluation skipped")
+    bad = [report for report in reports.values() if not report.ok]
+    if bad and not args.skip_bad_samples:
+        raise BadDataError(bad)
+    for report in bad:
+        accelerator.print(
+            f"--skip-bad-samples: leaving out {len(report.bad_samples)} sample(s); {report.summary()}"
+        )
+    build = lambda split, train: build_dataset(  # noqa: E731
+        preset, args.data_root, split, train=train, layout=args.layout, skip=reports[split].bad_samples
+    )
+    val_set = build(args.val_split, False) if args.val_split in reports else None
+    return build(args.train_split, True), val_set
+
+
+def _resumable_loader(dataset, batch_size: int, args: TrainArgs, seed: int):
+    """``(loader, sampler, generator)``: order and augmentation depend on (seed, epoch, sample) only."""
+    sampler = EpochSampler(len(dataset), seed)
+    generator = torch.Generator()  # seeds the workers; reseeded per epoch by BatchStream
+    loader = DataLoader(
+        SeededSamples(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=len(dataset) >= batch_size,
+        num_workers=args.num_workers,
+        collate_fn=collate,
+        generator=generator,
+    )
+    return loader, sampler, generator
+
+
+def _resumed_preset(payload: dict | None, preset: DensePreset, source: Path | None) -> DensePreset:
+    if payload is None:
+        return preset
+    saved = DensePreset.from_dict(payload["presets"][0])
+    if saved.name != preset.name or saved.task != preset.task:
+        raise ValueError(f"{source} was written for preset {saved.name!r}, not {preset.name!r}")
+    return saved
+
+
+class _Run:
+    """One training run's state and its side effects: log lines, checkpoints, evaluation."""
+
+    def __init__(self, args: TrainArgs, accelerator: Accelerator, preset: DensePreset, output: Path) -> None:
+        self.args, self.accelerator, self.preset, self.output = args, accelerator, preset, output
+        self.ckpt_dir = output / "checkpoints"
+        self.log_path = output / "log.jsonl"
+        self.step = 0
+        self.window = {"loss_sum": 0.0, "count": 0}  # losses since the last log line
+        self.seed = args.seed
+        self.prefix = frozen_prefix(preset.task)
+        self.tic = time.perf_counter()
+        # set by train(): the model, its frozen tower and where its weights come from, the optimiser,
+        # the schedule, the batch stream and the validation set
+        self.model = self.backbone = self.optimizer = self.scheduler = self.stream = self.val_set = None
+        self.weights: str | None = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "seed": self.seed,
+            "data": self.stream.state(),
+            "log_window": dict(self.window),
+        }
+
+    def save(self) -> None:
+        """Every process writes its RNG into the staging folder; the main process completes and renames it."""
+        acc, staging = self.accelerator, self.ckpt_dir / f".step-{self.step:07d}.tmp"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            remove_stale_temporaries(self.ckpt_dir)
+            staging.mkdir(parents=True)
+        acc.wait_for_everyone()
+        save_rng_file(staging, acc.process_index, rng_state())
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return
+        backbone = self.backbone.state_dict() if self.weights is None else None
+        meta = {
+            "step": self.step,
+            "presets": [self.preset.to_dict()],
+            "backbone": backbone_source(self.preset.backbone, self.weights),
+        }
+        model_state = split_state(acc.unwrap_model(self.model), self.prefix)
+        final = step_folder(self.ckpt_dir, self.step)
+        save_checkpoint(staging, final, meta, model_state, backbone, self.trainer_state())
+        prune_checkpoints(self.ckpt_dir, self.args.keep_checkpoints)
+
+    def restore(self, payload: dict[str, Any], state: dict[str, Any]) -> None:
+        """Weights, optimiser, scheduler, log window and this process's RNG (data position: ``resume_data``)."""
+        load_trainable(self.model, payload["model"], self.prefix, payload["path"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.window = dict(state.get("log_window") or self.window)
+        rng = load_rng_file(payload["path"], self.accelerator.process_index)
+        if rng is not None:
+            set_rng_state(rng)
+        self.accelerator.print(f"resumed from {payload['path']} at step {self.step}")
+
+    def resume_data(self, state: dict[str, Any] | None, samples: int, per_step: int) -> None:
+        """Put the batch stream where the checkpoint left it (old checkpoints: the epoch's start)."""
+        if state is None:
+            return
+        if state.get("data") is not None:
+            self.stream.load_state(state["data"])
+            return
+        steps_per_epoch = max(samples // per_step, 1)
+        self.stream.load_state({"epoch": self.step // steps_per_epoch, "position": 0})
+        self.accelerator.print(
+            "this checkpoint has no data position (converted from the old format): the resumed run "
+            "starts a fresh epoch, so it does not repeat the uninterrupted run's batches exactly"
+        )
+
+    def train_step(self, max_iters: int) -> None:
+        batch = next(self.stream)
+        with self.accelerator.autocast():
+            loss = _loss(self.model, self.preset, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
+        self.accelerator.backward(loss)
+        if self.args.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.window["loss_sum"] += float(loss.detach())
+        self.window["count"] += 1
+        if self.step % self.args.log_interval == 0 or self.step == max_iters:
+            self.log_window()
+
+    def log_window(self) -> None:
+        elapsed = time.perf_counter() - self.tic
+        count = self.window["count"]
+        record = {
+            "step": self.step,
+            "loss": self.window["loss_sum"] / count,
+            "lr": self.scheduler.get_last_lr()[0],
+            "sec_per_iter": elapsed / count,
+        }
+        self.accelerator.print(json.dumps(record))
+        self.log(record)
+        self.tic, self.window = time.perf_counter(), {"loss_sum": 0.0, "count": 0}
+
+    def evaluate(self) -> dict[str, Any]:
+        if self.val_set is None or not self.accelerator.is_main_process:
+            return {}
+        unwrapped, device = self.accelerator.unwrap_model(self.model), self.accelerator.device
+        max_images = self.args.max_eval_images
+        if self.preset.task == "detection":
+            result = evaluate_detection(unwrapped, self.val_set, device, max_images)
+        else:
+            result = evaluate_dense(unwrapped, self.preset, self.val_set, device, max_images)
+        self.log({"step": self.step, "eval": result})
+        return result
+
+
+def _start(args: TrainArgs, accelerator: Accelerator, output: Path):
+    """Clear what a killed run left; ``(payload, trainer_state, preset)`` of the checkpoint to resume."""
+    ckpt_dir = output / "checkpoints"
+    if accelerator.is_main_process:
+        for folder in (ckpt_dir, output, output / "data_check"):
+            for path in remove_stale_temporaries(folder):
+                accelerator.print(f"removed {path}, left by an interrupted run")
+    accelerator.wait_for_everyone()
+    resume_from = latest_checkpoint(ckpt_dir) if args.resume else None
+    payload = load_checkpoint(resume_from) if resume_from is not None else None
+    state = load_trainer_state(resume_from) if resume_from is not None else None
+    return payload, state, _resumed_preset(payload, args.preset, resume_from)
 
 
 def train(args: TrainArgs) -> dict[str, Any]:
     """Train (or resume) and return the last evaluation (empty without a validation split)."""
-    preset = args.preset
-    max_iters = args.max_iters or preset.max_iters
-    batch_size = args.batch_size or preset.batch_size
     output = Path(args.output_dir)
-    ckpt_dir = output / "checkpoints"
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
     set_seed(args.seed)
+    payload, state, preset = _start(args, accelerator, output)
+    max_iters = args.max_iters or preset.max_iters
+    batch_size = args.batch_size or preset.batch_size
+    run = _Run(args, accelerator, preset, output)
+    run.seed = int(state["seed"]) if state is not None and "seed" in state else args.seed
+    train_set, run.val_set = _checked_datasets(args, preset, accelerator, output)
 
-    resume_from = latest_checkpoint(ckpt_dir) if args.resume else None
-    payload = load_checkpoint(resume_from) if resume_from is not None else None
-    if payload is not None:
-        saved = DensePreset.from_dict(payload["presets"][0])
-        if saved.name != preset.name or saved.task != preset.task:
-            raise ValueError(f"{resume_from} was written for preset {saved.name!r}, not {preset.name!r}")
-        preset = saved
     source = payload["backbone"] if payload is not None else None
-    weights = args.backbone_weights or (source or {}).get("weights")
-    model, backbone = build_for_preset(preset, weights, source)
-
-    train_set = build_dataset(preset, args.data_root, args.train_split, train=True, layout=args.layout)
-    val_set = None
-    if args.val_split:
-        try:
-            val_set = build_dataset(preset, args.data_root, args.val_split, train=False, layout=args.layout)
-        except FileNotFoundError as exc:
-            accelerator.print(f"no validation set ({exc}); evaluation skipped")
-    loader = DataLoader(
-        train_set,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(train_set) >= batch_size,
-        num_workers=args.num_workers,
-        collate_fn=collate,
-        persistent_workers=args.num_workers > 0,
+    run.weights = args.backbone_weights or (source or {}).get("weights")
+    run.model, run.backbone = build_for_preset(preset, run.weights, source)
+    loader, sampler, generator = _resumable_loader(train_set, batch_size, args, run.seed)
+    run.optimizer = build_optimizer(run.model, preset, args.lr)
+    run.scheduler = build_scheduler(
+        run.optimizer, preset.schedule, max_iters, preset.poly_power, preset.warmup_iters
     )
-    optimizer = build_optimizer(model, preset, args.lr)
-    scheduler = build_scheduler(optimizer, preset.schedule, max_iters, preset.poly_power, preset.warmup_iters)
-    prefix = frozen_prefix(preset.task)
-    step = 0
     if payload is not None:
-        load_trainable(model, payload["model"], prefix, payload["path"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        step = int(payload["step"])
-        _set_rng_state(payload["rng"])
-        accelerator.print(f"resumed from {payload['path']} at step {step}")
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))
-    log_path = output / "log.jsonl"
+        run.restore(payload, state)
+    run.model, run.optimizer, loader = accelerator.prepare(run.model, run.optimizer, loader)
+    per_step = batch_size * accelerator.num_processes
+    run.stream = BatchStream(loader, sampler, generator, per_step)
+    run.resume_data(state, len(train_set), per_step)
+    if accelerator.is_main_process:
+        cut_log(run.log_path, run.step)
+        write_json(output / "preset.json", preset.to_dict())
+    return _loop(run, max_iters)
 
-    def log(record: dict[str, Any]) -> None:
-        if accelerator.is_main_process:
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
 
-    def save(at_step: int) -> None:
-        accelerator.wait_for_everyone()
-        if not accelerator.is_main_process:
-            return
-        unwrapped = accelerator.unwrap_model(model)
-        save_atomic(
-            {
-                "format": FORMAT,
-                "presets": [preset.to_dict()],
-                "backbone": backbone_source(preset.backbone, weights, backbone),
-                "model": split_state(unwrapped, prefix),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": at_step,
-                "rng": _rng_state(),
-            },
-            ckpt_dir / f"step-{at_step:07d}.pt",
-        )
-        prune_checkpoints(ckpt_dir, args.keep_checkpoints)
-
-    def evaluate() -> dict[str, Any]:
-        if val_set is None or not accelerator.is_main_process:
-            return {}
-        unwrapped = accelerator.unwrap_model(model)
-        if preset.task == "detection":
-            result = evaluate_detection(unwrapped, val_set, accelerator.device, args.max_eval_images)
-        else:
-            result = evaluate_dense(unwrapped, preset, val_set, accelerator.device, args.max_eval_images)
-        log({"step": step, "eval": result})
-        return result
-
-    model.train()
-    batches = _infinite(loader, step // max(len(loader), 1))
+def _loop(run: _Run, max_iters: int) -> dict[str, Any]:
+    args = run.args
+    run.model.train()
     last_eval: dict[str, Any] = {}
-    tic, window_loss, window = time.perf_counter(), 0.0, 0
-    while step < max_iters:
-        batch = next(batches)
-        with accelerator.autocast():
-            loss = _loss(model, preset, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
-        accelerator.backward(loss)
-        if args.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        window_loss += float(loss.detach())
-        window += 1
-        if step % args.log_interval == 0 or step == max_iters:
-            elapsed = time.perf_counter() - tic
-            record = {
-                "step": step,
-                "loss": window_loss / window,
-                "lr": scheduler.get_last_lr()[0],
-                "sec_per_iter": elapsed / window,
-            }
-            accelerator.print(json.dumps(record))
-            log(record)
-            tic, window_loss, window = time.perf_counter(), 0.0, 0
-        if args.eval_interval and step % args.eval_interval == 0 and step < max_iters:
-            last_eval = evaluate()
-        if args.save_interval and step % args.save_interval == 0 and step < max_iters:
-            save(step)
-    save(step)
-    last_eval = evaluate() or last_eval
-    if accelerator.is_main_process and last_eval:
-        (output / "eval.json").write_text(json.dumps({"step": step, **last_eval}, indent=2))
+    run.tic = time.perf_counter()
+    while run.step < max_iters:
+        run.train_step(max_iters)
+        if args.eval_interval and run.step % args.eval_interval == 0 and run.step < max_iters:
+            last_eval = run.evaluate()
+        if args.save_interval and run.step % args.save_interval == 0 and run.step < max_iters:
+            run.save()
+    run.save()
+    last_eval = run.evaluate() or last_eval
+    if run.accelerator.is_main_process and last_eval:
+        write_json(run.output / "eval.json", {"step": run.step, **last_eval})
     return last_eval

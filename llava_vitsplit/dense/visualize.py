@@ -1,4 +1,7 @@
-"""Writing predictions as images: palette PNG masks, 16-bit depth PNGs, colour depth maps, box overlays."""
+"""Writing predictions as images: palette PNG masks, 16-bit depth PNGs, colour depth maps, box overlays.
+
+Every PNG is written atomically (temporary file + rename), so an interrupted run leaves no truncated image.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from llava_vitsplit.dense.atomic import write_atomic
+
+
+def _save_png(img: Image.Image, path: str | Path) -> Path:
+    return write_atomic(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -32,20 +41,14 @@ def save_mask(pred: torch.Tensor | np.ndarray, path: str | Path, num_classes: in
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[:num_classes] = class_palette(num_classes)
     img.putpalette(palette.flatten().tolist())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return _save_png(img, path)
 
 
 def save_depth(depth: torch.Tensor | np.ndarray, path: str | Path, depth_scale: float = 1000.0) -> Path:
     """Save metres ``[H, W]`` as a 16-bit PNG of ``depth * depth_scale`` (millimetres by default)."""
     values = np.asarray(depth.cpu() if isinstance(depth, torch.Tensor) else depth, dtype=np.float64)
     scaled = np.clip(np.round(values * depth_scale), 0, 65535).astype(np.uint16)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(scaled).save(path)
-    return path
+    return _save_png(Image.fromarray(scaled), path)
 
 
 def save_depth_colour(
@@ -58,10 +61,7 @@ def save_depth_colour(
     lo, hi = float(values.min()), float(max_depth or values.max())
     norm = np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = (colormaps["magma_r"](norm)[..., :3] * 255).astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
-    return path
+    return _save_png(Image.fromarray(rgb), path)
 
 
 def save_detections(
@@ -80,7 +80,4 @@ def save_detections(
     ]
     if bool(keep.any()):
         canvas = draw_bounding_boxes(canvas, output["boxes"][keep].cpu(), labels=labels, width=2)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
-    return path
+    return _save_png(Image.fromarray(canvas.permute(1, 2, 0).numpy()), path)

@@ -1,15 +1,23 @@
-"""``llava-vitsplit dense-eval``: evaluate a dense checkpoint (mIoU, depth errors or COCO AP) on a split."""
+"""``llava-vitsplit dense-eval``: evaluate a dense checkpoint (mIoU, depth errors or COCO AP) on a split.
+
+The split is checked first (as ``dense-validate`` does); bad samples stop it with their list, or are
+left out with ``--skip-bad-samples``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from llava_vitsplit.dense.commands import reports_data_errors
 
 
+@reports_data_errors
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="llava-vitsplit dense-eval", description=__doc__)
-    p.add_argument("--checkpoint", required=True, help="step-<N>.pt file or a run folder (its latest)")
+    p.add_argument(
+        "--checkpoint", required=True, help="step-<N>/ checkpoint folder or a run folder (its latest)"
+    )
     p.add_argument("--data-root", required=True)
     p.add_argument("--split", default="val")
     p.add_argument("--layout", help="override the preset's dataset layout")
@@ -17,30 +25,33 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-images", type=int)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--out", help="write the metrics JSON here too")
+    p.add_argument("--skip-bad-samples", action="store_true", help="leave out bad samples (counted)")
     args = p.parse_args(argv)
 
     import torch
 
+    from llava_vitsplit.dense.atomic import write_json
     from llava_vitsplit.dense.evaluation import evaluate_dense, evaluate_detection
     from llava_vitsplit.dense.loading import load_models
     from llava_vitsplit.dense.pipeline import build_dataset
+    from llava_vitsplit.dense.validate import BadDataError, validate_split
 
     device = torch.device(args.device)
     loaded = load_models([args.checkpoint], args.backbone_weights, device)
+    preset, model = loaded.detectors[0] if loaded.detectors else (loaded.dense_presets[0], loaded.dense)
+    report = validate_split(preset, args.data_root, args.split, args.layout)
+    if not report.ok and not args.skip_bad_samples:
+        raise BadDataError([report])
+    skip = report.bad_samples
+    dataset = build_dataset(preset, args.data_root, args.split, train=False, layout=args.layout, skip=skip)
     if loaded.detectors:
-        preset, model = loaded.detectors[0]
-        dataset = build_dataset(preset, args.data_root, args.split, train=False, layout=args.layout)
         result = evaluate_detection(model, dataset, device, args.max_images)
     else:
-        preset = loaded.dense_presets[0]
-        dataset = build_dataset(preset, args.data_root, args.split, train=False, layout=args.layout)
-        result = evaluate_dense(loaded.dense, preset, dataset, device, args.max_images)
-    result = {"preset": preset.name, "split": args.split, **result}
-    text = json.dumps(result, indent=2)
-    print(text)
+        result = evaluate_dense(model, preset, dataset, device, args.max_images)
+    result = {"preset": preset.name, "split": args.split, "skipped_samples": len(skip), **result}
+    print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write_json(args.out, result)
     return 0
 
 

@@ -3,16 +3,20 @@
 Segmentation -> ``<out>/<preset>/<image>.png`` palette masks (pixel value = class id);
 depth -> ``<image>_depth.png`` (16-bit millimetres) and ``<image>_depth_colour.png``;
 detection -> ``<image>.png`` with boxes/masks drawn and ``<image>.json``. Several segmentation/depth
-checkpoints on the same backbone share one frozen pass per image (multi-task inference).
+checkpoints on the same backbone share one frozen pass per image (multi-task inference). A photo
+that cannot be read is skipped with a message naming it; the others are written (exit status 1 then).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
+from llava_vitsplit.dense.commands import reports_data_errors
 
+
+@reports_data_errors
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="llava-vitsplit dense-predict", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", required=True, help="repeat for multi-task inference")
@@ -26,58 +30,83 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from torchvision.transforms.v2 import functional as TF
 
-    from llava_vitsplit.dense.data import list_images, load_rgb
-    from llava_vitsplit.dense.inference import predict_resized
+    from llava_vitsplit.dense.data import BadSample, list_images, load_rgb
     from llava_vitsplit.dense.loading import load_models
-    from llava_vitsplit.dense.transforms import eval_image_transform
-    from llava_vitsplit.dense.visualize import save_depth, save_depth_colour, save_detections, save_mask
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_models(args.checkpoint, args.backbone_weights, device)
     out = Path(args.out)
     images = list_images(args.images)
-    written = 0
+    written, skipped = 0, 0
     with torch.no_grad():
         for path in images:
-            rgb = TF.to_image(load_rgb(path))  # [3, H, W] uint8
-            size = tuple(rgb.shape[-2:])
-            if loaded.dense is not None:
-                # one preset's resize for all branches: they share one frozen pass
-                first = loaded.dense_presets[0]
-                pixels = eval_image_transform(first.test_size)(rgb)[None].to(device)  # [1, 3, h, w]
-                slide = first.slide_stride is not None and all(p.slide_stride for p in loaded.dense_presets)
-                crop = first.crop_size if slide else None
-                stride = first.slide_stride if slide else None
-                outputs = _multi_predict(loaded.dense, pixels, size, crop, stride, predict_resized)
-                for preset in loaded.dense_presets:
-                    pred = outputs[preset.name][0]  # [K, H, W]
-                    if preset.task == "segmentation":
-                        save_mask(pred.argmax(0), out / preset.name / f"{path.stem}.png", preset.num_classes)
-                    else:
-                        save_depth(pred[0], out / preset.name / f"{path.stem}_depth.png", preset.depth_scale)
-                        save_depth_colour(
-                            pred[0], out / preset.name / f"{path.stem}_depth_colour.png", preset.max_depth
-                        )
-                    written += 1
-            for preset, model in loaded.detectors:
-                image = TF.to_dtype(rgb, torch.float32, scale=True)
-                result = model([image.to(device)])[0]
-                save_detections(image, result, out / preset.name / f"{path.stem}.png", args.score_threshold)
-                keep = result["scores"] >= args.score_threshold
-                (out / preset.name / f"{path.stem}.json").write_text(
-                    json.dumps(
-                        {
-                            "boxes_xyxy": result["boxes"][keep].tolist(),
-                            "labels": result["labels"][keep].tolist(),
-                            "scores": result["scores"][keep].tolist(),
-                        }
-                    )
-                )
-                written += 1
-    print(f"wrote {written} prediction(s) for {len(images)} image(s) under {out}")
-    return 0
+            try:
+                rgb = load_rgb(path)
+            except BadSample as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+                skipped += 1
+                continue
+            written += _predict_dense(loaded, rgb, path, out, device)
+            written += _predict_detections(loaded, rgb, path, out, device, args.score_threshold)
+    read = len(images) - skipped
+    print(
+        f"wrote {written} prediction(s) for {read} image(s) under {out}; {skipped} unreadable image(s) skipped"
+    )
+    return 1 if skipped else 0
+
+
+def _predict_dense(loaded, rgb, path: Path, out: Path, device) -> int:
+    """Every segmentation / depth branch from one frozen pass; returns the predictions written."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from llava_vitsplit.dense.inference import predict_resized
+    from llava_vitsplit.dense.transforms import eval_image_transform
+    from llava_vitsplit.dense.visualize import save_depth, save_depth_colour, save_mask
+
+    if loaded.dense is None:
+        return 0
+    image = TF.to_image(rgb)  # [3, H, W] uint8
+    size = tuple(image.shape[-2:])
+    # one preset's resize for all branches: they share one frozen pass
+    first = loaded.dense_presets[0]
+    pixels = eval_image_transform(first.test_size)(image)[None].to(device)  # [1, 3, h, w]
+    slide = first.slide_stride is not None and all(p.slide_stride for p in loaded.dense_presets)
+    crop = first.crop_size if slide else None
+    stride = first.slide_stride if slide else None
+    outputs = _multi_predict(loaded.dense, pixels, size, crop, stride, predict_resized)
+    for preset in loaded.dense_presets:
+        pred = outputs[preset.name][0]  # [K, H, W]
+        if preset.task == "segmentation":
+            save_mask(pred.argmax(0), out / preset.name / f"{path.stem}.png", preset.num_classes)
+        else:
+            save_depth(pred[0], out / preset.name / f"{path.stem}_depth.png", preset.depth_scale)
+            save_depth_colour(pred[0], out / preset.name / f"{path.stem}_depth_colour.png", preset.max_depth)
+    return len(loaded.dense_presets)
+
+
+def _predict_detections(loaded, rgb, path: Path, out: Path, device, score_threshold: float) -> int:
+    """Boxes and masks of every detector: an overlay PNG and a JSON each; returns how many."""
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
+    from llava_vitsplit.dense.atomic import write_json
+    from llava_vitsplit.dense.visualize import save_detections
+
+    image = TF.to_dtype(TF.to_image(rgb), torch.float32, scale=True)  # [3, H, W] in [0, 1]
+    for preset, model in loaded.detectors:
+        result = model([image.to(device)])[0]
+        save_detections(image, result, out / preset.name / f"{path.stem}.png", score_threshold)
+        keep = result["scores"] >= score_threshold
+        write_json(
+            out / preset.name / f"{path.stem}.json",
+            {
+                "boxes_xyxy": result["boxes"][keep].tolist(),
+                "labels": result["labels"][keep].tolist(),
+                "scores": result["scores"][keep].tolist(),
+            },
+        )
+    return len(loaded.detectors)
 
 
 def _multi_predict(model, pixels, size, crop, stride, predict_resized):

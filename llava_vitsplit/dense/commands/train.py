@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from llava_vitsplit.dense.commands import reports_data_errors
 from llava_vitsplit.dense.presets import dense_param_report, dense_presets, load_preset
 
 
@@ -48,9 +49,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-resume", action="store_true", help="start fresh even if the run folder has checkpoints"
     )
+    p.add_argument(
+        "--skip-bad-samples",
+        action="store_true",
+        help="leave out the samples the data check finds bad (counted) instead of stopping before step 1",
+    )
     return p
 
 
+@reports_data_errors
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.list_presets:
@@ -97,6 +104,7 @@ def main(argv: list[str]) -> int:
             seed=args.seed,
             resume=not args.no_resume,
             grad_clip=args.grad_clip,
+            skip_bad_samples=args.skip_bad_samples,
         )
     )
     if result:
