@@ -89,7 +89,8 @@ def simple_model(yes_checkpoint):
 
 
 def request(doc_id: int, gen_kwargs: dict, context: str = "ignored context") -> Instance:
-    task = FakeTask(pope_doc_to_text)
+    # a task LLaVA-1.5 did not evaluate keeps its own generation settings (paper tasks: no stop string)
+    task = FakeTask(lambda doc, kwargs: doc["question"])
     return Instance(
         "generate_until",
         (context, gen_kwargs, task.doc_to_visual, doc_id, "tiny", "test"),
