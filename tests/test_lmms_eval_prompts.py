@@ -166,23 +166,45 @@ def test_generation_settings_are_llava15s(model, name):
         assert gen_kwargs["max_new_tokens"] == 16
 
 
-def test_mmvet_multi_line_answer_is_not_cut_at_the_task_stop(tmp_path_factory):
+@pytest.fixture(scope="module")
+def bell_model(tmp_path_factory):
+    """A tiny model that answers every prompt with a two-line text holding a control character (BEL)."""
     from llava_vitsplit.lmms_eval_plugin.model import LlavaViTSplit
     from llava_vitsplit.serve.scripted import script_reply
     from llava_vitsplit.tiny import build_tiny_checkpoint
 
-    path, tiny, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("paragraphs"))
-    reply = "Red.\nBlue"  # (the tiny tokenizer has no single "\n\n" token, which script_reply needs)
-    script_reply(tiny, processor.tokenizer, reply)
+    path, tiny, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("bell"))
+    # (the tiny tokenizer has no single "\n\n" token, which script_reply needs, so one newline)
+    script_reply(tiny, processor.tokenizer, BELL_REPLY)
     tiny.save_pretrained(path)
-    model = LlavaViTSplit(pretrained=str(path), device="cpu")
-    module, doc_to_text, doc_to_visual, doc, _ = CASES["mmvet"]
+    return LlavaViTSplit(pretrained=str(path), device="cpu")
+
+
+BELL_REPLY = "Red.\a\nBlue"
+
+
+def generate_one(model, name: str, gen_kwargs: dict) -> str:
+    module, doc_to_text, doc_to_visual, doc, _ = CASES[name]
     task = BuiltinTask(module, doc_to_text, doc_to_visual)
-    model.task_dict = {"mmvet": {"test": [doc]}}
-    default_stop = {"until": ["\n\n", "\n"], "max_new_tokens": 1024, "temperature": 0.2, "do_sample": False}
-    args = ("q", default_stop, task.doc_to_visual, 0, "mmvet", "test")
-    request = Instance("generate_until", args, 0, metadata={"task": "mmvet", "doc_id": 0, "repeats": 1})
-    assert model.generate_until([request]) == [reply]
+    model.task_dict = {name: {"test": [doc]}}
+    args = ("q", gen_kwargs, task.doc_to_visual, 0, name, "test")
+    (answer,) = model.generate_until(
+        [Instance("generate_until", args, 0, metadata={"task": name, "doc_id": 0, "repeats": 1})]
+    )
+    return answer
+
+
+def test_mmvet_multi_line_answer_is_not_cut_at_the_task_stop(bell_model):
+    task_stops = {"until": ["\n\n", "\n"], "max_new_tokens": 1024, "temperature": 0.2, "do_sample": False}
+    assert generate_one(bell_model, "mmvet", task_stops) == BELL_REPLY
+
+
+def test_mmbench_answer_fits_the_submission_spreadsheet(bell_model, tmp_path):
+    import pandas as pd
+
+    answer = generate_one(bell_model, "mmbench", {"until": ["ASSISTANT:"], "max_new_tokens": 16})
+    assert answer == "Red.\nBlue"  # the BEL removed, nothing else
+    pd.DataFrame([{"prediction": answer}]).to_excel(tmp_path / "submission.xlsx", index=False)
 
 
 def test_task_prompt_style_keeps_lmms_eval_rendering(yes_checkpoint):

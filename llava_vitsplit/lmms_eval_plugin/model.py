@@ -26,7 +26,12 @@ from lmms_eval.protocol import ChatMessages
 from PIL import Image
 from tqdm import tqdm
 
-from llava_vitsplit.lmms_eval_plugin.prompts import PROMPT_STYLES, llava15_generation, llava15_text
+from llava_vitsplit.lmms_eval_plugin.prompts import (
+    PROMPT_STYLES,
+    llava15_answer,
+    llava15_generation,
+    llava15_text,
+)
 from llava_vitsplit.serve.generation import GenerationSettings, generate_batch, prepare_inputs, render_prompt
 from llava_vitsplit.serve.loading import LoadedModel, load_model
 
@@ -169,6 +174,12 @@ class LlavaViTSplit(lmms):
         gen_kwargs = llava15_generation(task, dict(args[index]))
         return (*args[:index], gen_kwargs, *args[index + 1 :])
 
+    def _clean_answer(self, args: tuple, answer: str) -> str:
+        """``answer`` without control characters for tasks whose results go into a spreadsheet (MMBench)."""
+        if self.prompt_style != "llava15":
+            return answer
+        return llava15_answer(getattr(args[self._TASK_METHOD_INDEX], "__self__", None), answer)
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
         index = self._GEN_KWARGS_INDEX
         collator = lmms_utils.Collator(
@@ -182,6 +193,7 @@ class LlavaViTSplit(lmms):
         for batch in collator.get_batched(n=self.batch_size, batch_fn=None):
             gen_kwargs = dict(batch[0][index])
             outputs = self._generate([self._item(args) for args in batch], gen_kwargs)
+            outputs = [self._clean_answer(args, output) for args, output in zip(batch, outputs, strict=True)]
             for args, output in zip(batch, outputs, strict=True):
                 self.cache_hook.add_partial("generate_until", (args[0], gen_kwargs), output)
             results.extend(outputs)

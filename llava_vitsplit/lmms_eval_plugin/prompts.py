@@ -80,6 +80,7 @@ class Protocol:
 
     render: Renderer
     max_new_tokens: int | None = None  # None: keep the task's
+    spreadsheet: bool = False  # answers are written to an .xlsx submission (openpyxl refuses control chars)
 
 
 # key: "<task folder>/<module file stem>.<doc_to_text function name>"
@@ -90,7 +91,7 @@ LLAVA15_PROTOCOLS: dict[str, Protocol] = {
         _with_kwargs({"format": "default", "pre_prompt": "", "post_prompt": MULTIPLE_CHOICE})
     ),
     "pope/utils.pope_doc_to_text": Protocol(_with_kwargs({"pre_prompt": "", "post_prompt": SHORT_ANSWER})),
-    "mmbench/en_utils.mmbench_doc_to_text": Protocol(mmbench_text),
+    "mmbench/en_utils.mmbench_doc_to_text": Protocol(mmbench_text, spreadsheet=True),
     "llava-in-the-wild/utils.llava_doc_to_text": Protocol(
         _with_kwargs({"pre_prompt": "", "post_prompt": ""}), max_new_tokens=OPEN_ENDED_MAX_NEW_TOKENS
     ),
@@ -147,3 +148,17 @@ def llava15_generation(task, gen_kwargs: dict) -> dict:
     if protocol.max_new_tokens is not None:
         settings.update(max_new_tokens=protocol.max_new_tokens, temperature=0, do_sample=False)
     return settings
+
+
+def llava15_answer(task, answer: str) -> str:
+    """``answer`` as the task can store it: control characters removed for spreadsheet submissions.
+
+    MMBench's aggregation writes every answer to an .xlsx file; one control character in one answer
+    makes it raise, and lmms-eval then writes no results file for any task of the run.
+    """
+    protocol = llava15_protocol(task)
+    if protocol is None or not protocol.spreadsheet:
+        return answer
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # what openpyxl refuses in a cell
+
+    return ILLEGAL_CHARACTERS_RE.sub("", answer)
