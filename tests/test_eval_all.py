@@ -41,122 +41,121 @@ def mmbench_rows(split: str) -> dict:
 
 
 # name -> (parquet columns, lmms-eval utils module, YAML body after dataset/split lines)
-def task_specs() -> dict[str, tuple[dict, str, str]]:
-    return {
-        "local_vqav2_test": (
-            {
-                "question_id": [1, 2],
-                "question": ["What colour?", "Is it Red?"],
-                "answer": ["", ""],
-                "image": IMAGES[:2],
-            },
-            "vqav2.utils",
-            "doc_to_visual: !function {m}.vqav2_doc_to_visual\ndoc_to_text: !function {m}.vqav2_doc_to_text\n"
-            "doc_to_target: answer\n"
-            "process_results: !function {m}.vqav2_process_results_test\n"
-            "metric_list:\n  - metric: submission\n    aggregation: !function {m}.vqav2_aggregate_submissions\n"
-            "    higher_is_better: true\n",
-        ),
-        "local_vizwiz_test": (
-            {
-                "question_id": ["VizWiz_test_1", "VizWiz_test_2"],
-                "question": ["Is it a Rose?", "What?"],
-                "image": IMAGES[:2],
-            },
-            "vizwiz_vqa.utils",
-            "doc_to_visual: !function {m}.vizwiz_vqa_doc_to_visual\n"
-            "doc_to_text: !function {m}.vizwiz_vqa_doc_to_text\ndoc_to_target: answer\n"
-            "process_results: !function {m}.vizwiz_vqa_process_results\n"
-            "metric_list:\n  - metric: submission\n"
-            "    aggregation: !function {m}.vizwiz_vqa_aggregate_submissions\n    higher_is_better: true\n",
-        ),
-        "local_sqa_img": (
-            {
-                "question": ["Which word is a colour?", "Which is true?"],
-                "hint": ["", "Look closely."],
-                "choices": [["yes", "table"], ["no", "yes"]],
-                "answer": [0, 1],
-                "image": IMAGES[:2],
-            },
-            "scienceqa.utils",
-            "doc_to_visual: !function {m}.sqa_doc_to_visual\ndoc_to_text: !function {m}.sqa_doc_to_text\n"
-            "doc_to_target: !function {m}.sqa_doc_to_target\nprocess_results: !function {m}.sqa_process_results\n"
-            "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
-            'lmms_eval_specific_kwargs:\n  default:\n    format: default\n    pre_prompt: ""\n    post_prompt: ""\n',
-        ),
-        **{
-            f"local_pope_{variant}": (
-                {
-                    "question_id": ["1", "2", "3"],
-                    "question": ["Is there a square?", "Is there a dog?", "Is there a cat?"],
-                    "answer": ["yes", "no", "no"],
-                    "image": IMAGES,
-                    "category": [variant] * 3,
-                },
-                "pope.utils",
-                "doc_to_visual: !function {m}.pope_doc_to_visual\ndoc_to_text: !function {m}.pope_doc_to_text\n"
-                "doc_to_target: answer\nprocess_results: !function {m}.pope_process_results\nmetric_list:\n"
-                + "".join(
-                    f"  - metric: pope_{name}\n    aggregation: !function {{m}}.pope_aggregate_{name}\n"
-                    "    higher_is_better: true\n"
-                    for name in ("accuracy", "f1_score", "yes_ratio")
-                ),
-            )
-            for variant in ("random", "pop", "adv")
+TASK_SPECS: dict[str, tuple[dict, str, str]] = {
+    "local_vqav2_test": (
+        {
+            "question_id": [1, 2],
+            "question": ["What colour?", "Is it Red?"],
+            "answer": ["", ""],
+            "image": IMAGES[:2],
         },
-        "local_mmbench_dev": (
-            mmbench_rows("dev"),
-            "mmbench.en_utils",
-            "doc_to_visual: !function {m}.mmbench_doc_to_visual\ndoc_to_text: !function {m}.mmbench_doc_to_text\n"
-            "doc_to_target: answer\nprocess_results: !function {m}.mmbench_process_results\n"
-            "metric_list:\n  - metric: gpt_eval_score\n"
-            "    aggregation: !function {m}.mmbench_aggregate_dev_results_eval\n    higher_is_better: true\n",
-        ),
-        "local_mmbench_test": (
-            mmbench_rows("test"),
-            "mmbench.en_utils",
-            "doc_to_visual: !function {m}.mmbench_doc_to_visual\ndoc_to_text: !function {m}.mmbench_doc_to_text\n"
-            "doc_to_target: answer\nprocess_results: !function {m}.mmbench_process_results\n"
-            "metric_list:\n  - metric: submission\n"
-            "    aggregation: !function {m}.mmbench_aggregate_test_results\n    higher_is_better: true\n",
-        ),
-        "local_llava_wild": (
+        "vqav2.utils",
+        "doc_to_visual: !function {m}.vqav2_doc_to_visual\ndoc_to_text: !function {m}.vqav2_doc_to_text\n"
+        "doc_to_target: answer\n"
+        "process_results: !function {m}.vqav2_process_results_test\n"
+        "metric_list:\n  - metric: submission\n    aggregation: !function {m}.vqav2_aggregate_submissions\n"
+        "    higher_is_better: true\n",
+    ),
+    "local_vizwiz_test": (
+        {
+            "question_id": ["VizWiz_test_1", "VizWiz_test_2"],
+            "question": ["Is it a Rose?", "What?"],
+            "image": IMAGES[:2],
+        },
+        "vizwiz_vqa.utils",
+        "doc_to_visual: !function {m}.vizwiz_vqa_doc_to_visual\n"
+        "doc_to_text: !function {m}.vizwiz_vqa_doc_to_text\ndoc_to_target: answer\n"
+        "process_results: !function {m}.vizwiz_vqa_process_results\n"
+        "metric_list:\n  - metric: submission\n"
+        "    aggregation: !function {m}.vizwiz_vqa_aggregate_submissions\n    higher_is_better: true\n",
+    ),
+    "local_sqa_img": (
+        {
+            "question": ["Which word is a colour?", "Which is true?"],
+            "hint": ["", "Look closely."],
+            "choices": [["yes", "table"], ["no", "yes"]],
+            "answer": [0, 1],
+            "image": IMAGES[:2],
+        },
+        "scienceqa.utils",
+        "doc_to_visual: !function {m}.sqa_doc_to_visual\ndoc_to_text: !function {m}.sqa_doc_to_text\n"
+        "doc_to_target: !function {m}.sqa_doc_to_target\nprocess_results: !function {m}.sqa_process_results\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        'lmms_eval_specific_kwargs:\n  default:\n    format: default\n    pre_prompt: ""\n    post_prompt: ""\n',
+    ),
+    **{
+        f"local_pope_{variant}": (
             {
-                "question_id": [0, 1],
-                "question": ["Describe the picture.", "What colour is it?"],
-                "caption": ["a red square", "a blue square"],
-                "gpt_answer": ["A red square.", "Blue."],
-                "category": ["detail", "conv"],
-                "image": IMAGES[:2],
+                "question_id": ["1", "2", "3"],
+                "question": ["Is there a square?", "Is there a dog?", "Is there a cat?"],
+                "answer": ["yes", "no", "no"],
+                "image": IMAGES,
+                "category": [variant] * 3,
             },
-            "llava-in-the-wild.utils",
-            "doc_to_visual: !function {m}.llava_doc_to_visual\ndoc_to_text: !function {m}.llava_doc_to_text\n"
-            "doc_to_target: gpt_answer\nprocess_results: !function {m}.llava_process_results\n"
-            "metric_list:\n  - metric: gpt_eval_llava_all\n    aggregation: !function {m}.llava_all_aggregation\n"
-            "    higher_is_better: true\n",
-        ),
-        "local_mmvet": (
-            {
-                "question_id": ["v1_0", "v1_1"],
-                "question": ["What is shown?", "Explain the picture."],
-                "answer": ["a red square", "a blue square"],
-                "capability": ["rec", "rec,gen"],
-                "image": IMAGES[:2],
-            },
-            "mmvet.utils",
-            "doc_to_visual: !function {m}.mmvet_doc_to_visual\ndoc_to_text: !function {m}.doc_to_text\n"
-            "doc_to_target: answer\nprocess_results: !function {m}.mmvet_process_results\n"
-            "metric_list:\n  - metric: gpt_eval_score\n    aggregation: !function {m}.mmvet_aggregate_results\n"
-            "    higher_is_better: true\n",
-        ),
-    }
+            "pope.utils",
+            "doc_to_visual: !function {m}.pope_doc_to_visual\ndoc_to_text: !function {m}.pope_doc_to_text\n"
+            "doc_to_target: answer\nprocess_results: !function {m}.pope_process_results\nmetric_list:\n"
+            + "".join(
+                f"  - metric: pope_{name}\n    aggregation: !function {{m}}.pope_aggregate_{name}\n"
+                "    higher_is_better: true\n"
+                for name in ("accuracy", "f1_score", "yes_ratio")
+            ),
+        )
+        for variant in ("random", "pop", "adv")
+    },
+    "local_mmbench_dev": (
+        mmbench_rows("dev"),
+        "mmbench.en_utils",
+        "doc_to_visual: !function {m}.mmbench_doc_to_visual\ndoc_to_text: !function {m}.mmbench_doc_to_text\n"
+        "doc_to_target: answer\nprocess_results: !function {m}.mmbench_process_results\n"
+        "metric_list:\n  - metric: gpt_eval_score\n"
+        "    aggregation: !function {m}.mmbench_aggregate_dev_results_eval\n    higher_is_better: true\n",
+    ),
+    "local_mmbench_test": (
+        mmbench_rows("test"),
+        "mmbench.en_utils",
+        "doc_to_visual: !function {m}.mmbench_doc_to_visual\ndoc_to_text: !function {m}.mmbench_doc_to_text\n"
+        "doc_to_target: answer\nprocess_results: !function {m}.mmbench_process_results\n"
+        "metric_list:\n  - metric: submission\n"
+        "    aggregation: !function {m}.mmbench_aggregate_test_results\n    higher_is_better: true\n",
+    ),
+    "local_llava_wild": (
+        {
+            "question_id": [0, 1],
+            "question": ["Describe the picture.", "What colour is it?"],
+            "caption": ["a red square", "a blue square"],
+            "gpt_answer": ["A red square.", "Blue."],
+            "category": ["detail", "conv"],
+            "image": IMAGES[:2],
+        },
+        "llava-in-the-wild.utils",
+        "doc_to_visual: !function {m}.llava_doc_to_visual\ndoc_to_text: !function {m}.llava_doc_to_text\n"
+        "doc_to_target: gpt_answer\nprocess_results: !function {m}.llava_process_results\n"
+        "metric_list:\n  - metric: gpt_eval_llava_all\n    aggregation: !function {m}.llava_all_aggregation\n"
+        "    higher_is_better: true\n",
+    ),
+    "local_mmvet": (
+        {
+            "question_id": ["v1_0", "v1_1"],
+            "question": ["What is shown?", "Explain the picture."],
+            "answer": ["a red square", "a blue square"],
+            "capability": ["rec", "rec,gen"],
+            "image": IMAGES[:2],
+        },
+        "mmvet.utils",
+        "doc_to_visual: !function {m}.mmvet_doc_to_visual\ndoc_to_text: !function {m}.doc_to_text\n"
+        "doc_to_target: answer\nprocess_results: !function {m}.mmvet_process_results\n"
+        "metric_list:\n  - metric: gpt_eval_score\n    aggregation: !function {m}.mmvet_aggregate_results\n"
+        "    higher_is_better: true\n",
+    ),
+}
 
 
 def write_tasks(task_dir: Path) -> None:
     import datasets
 
     task_dir.mkdir()
-    for name, (columns, module, body) in task_specs().items():
+    for name, (columns, module, body) in TASK_SPECS.items():
         split = "dev" if name == "local_mmbench_dev" else "test"
         datasets.Dataset.from_dict(columns).cast_column("image", datasets.Image()).to_parquet(
             task_dir / f"{name}.parquet"

@@ -233,7 +233,7 @@ def test_predict_only_runs_show_not_scored(tmp_path, capsys):
     assert table_rows(capsys.readouterr().out)["MM-Vet"][1] == "not scored (--judge none)"
 
 
-def test_judge_none_needs_no_api_key(tmp_path):
+def test_judge_must_be_gpt_or_none(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["JUDGE"] = "bogus"
     (tmp_path / "config.json").write_text("{}")
