@@ -10,8 +10,34 @@
 #   PROMPT_STYLE  llava15 (default: LLaVA-1.5 benchmark prompts) | task (lmms-eval's defaults)
 #   LIMIT         evaluate only the first N documents of each task (smoke runs)
 #   PYTHON        interpreter with llava-vitsplit[eval] installed (default: python)
-# lmms-eval can exit 0 after a failure, so success is judged by a new *_results.json in OUTPUT.
+#   JUDGE         gpt (default: GPT-judged tasks need OPENAI_API_KEY) | none (answers logged, not scored)
+# lmms-eval can exit 0 after a failure, so success is judged by a new lmms-eval results file in OUTPUT
+# (found by content); collect_results.py then prints lmms-eval's and the paper protocol's figures for this
+# run and fails on a failed judge call.
 set -euo pipefail
+EVAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+JUDGE_ARGS=()
+
+# judged_by_gpt NAME: GPT-judged tasks follow. JUDGE=none: lmms-eval's --predict_only (answers in the
+# samples file, no judge call, no score); the placeholder key only lets lmms-eval import the task
+# module (mmvet/utils.py builds its judge client at import) and is never sent anywhere.
+judged_by_gpt() {
+    case ${JUDGE:-gpt} in
+    none)
+        echo "$1: --judge none: answers are logged, not scored (no judge is called)" >&2
+        JUDGE_ARGS=(--predict_only)
+        export OPENAI_API_KEY=${OPENAI_API_KEY:-unused-with-judge-none}
+        ;;
+    gpt)
+        JUDGE_ARGS=()
+        : "${OPENAI_API_KEY:?$1 is judged by a GPT model: set OPENAI_API_KEY (or JUDGE=none to skip scoring)}"
+        ;;
+    *)
+        echo "error: JUDGE must be gpt or none, got '${JUDGE}'" >&2
+        exit 2
+        ;;
+    esac
+}
 
 run_lmms_eval() {
     local model=$1 tasks=$2
@@ -37,20 +63,13 @@ run_lmms_eval() {
         --batch_size "${BATCH_SIZE:-1}" \
         --output_path "$out" \
         --log_samples \
-        "${limit[@]}" "$@"
-    local results submissions=""
-    results=$(find "$out" -name '*_results.json' -newer "$stamp" | sort | tail -n 1)
-    if [[ -d "$out/submissions" ]]; then
-        submissions=$(find "$out/submissions" -type f -newer "$stamp" | sort)
-    fi
+        "${JUDGE_ARGS[@]}" "${limit[@]}" "$@"
+    local status=0
+    "${PYTHON:-python}" "$EVAL_DIR/collect_results.py" "$out" --newer-than "$stamp" || status=$?
     rm -f "$stamp"
-    if [[ -z "$results" ]]; then
+    if ((status == 2)); then
         echo "error: lmms-eval wrote no results for $tasks under $out (rerun with --verbosity DEBUG)" >&2
         exit 1
     fi
-    echo "results: $results"
-    if [[ -n "$submissions" ]]; then
-        echo "test-server submission files (upload these):"
-        echo "$submissions" | sed 's/^/  /'
-    fi
+    return "$status"
 }

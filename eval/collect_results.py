@@ -1,134 +1,181 @@
-"""Collect lmms-eval result JSONs into a markdown table next to the paper's Table 4 (LLaVA-1.5-7B).
+"""Collect lmms-eval results into a markdown table next to the paper's Table 4 (LLaVA-1.5-7B, + ViT-Split).
 
-usage: python eval/collect_results.py RESULTS_DIR_OR_FILE [...] [--output table.md]
+usage: python eval/collect_results.py RESULTS_DIR_OR_FILE [...] [--output table.md] [--newer-than FILE]
 
-Every ``*_results.json`` under the given paths is read; for each task the newest result wins. Scores are
-shown on the paper's scale (percent). Test-split tasks (VQAv2, VizWiz, MMBench test) are scored by
-their test servers, so their rows point at the submission files instead of a number.
+Results files are found by their content (``results`` + ``configs``; MMBench's detail file
+``submissions/mmbench_en_dev_results.json`` is listed as a submission file), and each task is mapped
+to its paper benchmark by the built-in functions its config uses, so local and renamed tasks count.
+For each benchmark the newest run wins, a test split over a val split. Two figures are shown:
+lmms-eval's, and the paper protocol's, recomputed from the logged samples where lmms-eval scores
+differently (POPE yes-ratio of the predictions, MMBench circular evaluation without random guesses).
+A failed GPT judge call is an error (exit 1), never a score; runs made with ``--judge none``
+(lmms-eval's ``--predict_only``) show "not scored". Exit 2: bad input or no results.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_vitsplit.data.easy_vqa import _write_atomic
+from llava_vitsplit.lmms_eval_plugin import paper_scores
+from llava_vitsplit.lmms_eval_plugin.results import (
+    TaskRun,
+    find_results_files,
+    read_samples,
+    submission_files,
+    task_runs,
+)
+
 
 @dataclass(frozen=True)
 class Row:
-    benchmark: str
-    tasks: tuple[str, ...]  # lmms-eval task names, preferred first
-    metric: str  # metric key in results JSON, without the ",none" filter suffix
+    label: str
+    benchmark: str  # paper benchmark key (results.BENCHMARK_BY_FUNCTION values)
+    variant: str | None  # POPE split; None: any
+    metric: str  # lmms-eval metric key, without the ",none" filter suffix
     scale: float  # multiply to get percent
-    llava15: float  # paper Table 4, LLaVA-1.5-7B
-    vitsplit: float  # paper Table 4, + ViT-Split
-    server: bool = False  # the preferred task is scored by a test server
+    llava15: float | None  # paper Table 4, LLaVA-1.5-7B (None: the paper has no figure for this split)
+    vitsplit: float | None  # paper Table 4, + ViT-Split
+    paper_split: str = ""  # split the paper's figure is on (its runs are preferred)
+    judged: bool = False  # scored by a GPT judge
 
 
 ROWS = (
-    Row("VQAv2 (test-dev)", ("vqav2_test", "vqav2_val"), "exact_match", 100, 78.5, 78.2, server=True),
-    Row(
-        "VizWiz (test-dev)",
-        ("vizwiz_vqa_test", "vizwiz_vqa_val"),
-        "exact_match",
-        100,
-        50.0,
-        51.7,
-        server=True,
-    ),
-    Row("LLaVA-in-the-Wild", ("llava_in_the_wild",), "gpt_eval_llava_all", 1, 65.4, 71.1),
-    Row("ScienceQA-IMG", ("scienceqa_img",), "exact_match", 100, 66.8, 70.4),
-    Row("MM-Vet", ("mmvet",), "gpt_eval_score", 1, 31.1, 31.2),
-    Row("POPE random (F1)", ("pope_random",), "pope_f1_score", 100, 87.3, 88.5),
-    Row("POPE popular (F1)", ("pope_pop",), "pope_f1_score", 100, 86.2, 87.4),
-    Row("POPE adversarial (F1)", ("pope_adv",), "pope_f1_score", 100, 84.2, 86.1),
-    Row("MMBench-EN", ("mmbench_en_dev", "mmbench_en_test"), "gpt_eval_score", 1, 64.3, 66.4),
+    Row("VQAv2 (test-dev)", "vqav2", None, "exact_match", 100, 78.5, 78.2, paper_split="test"),
+    Row("VizWiz (test-dev)", "vizwiz", None, "exact_match", 100, 50.0, 51.7, paper_split="test"),
+    Row("LLaVA-in-the-Wild", "llava_wild", None, "gpt_eval_llava_all", 1, 65.4, 71.1, judged=True),
+    Row("ScienceQA-IMG", "scienceqa", None, "exact_match", 100, 66.8, 70.4),
+    Row("MM-Vet", "mmvet", None, "gpt_eval_score", 1, 31.1, 31.2, judged=True),
+    Row("POPE random (F1)", "pope", "random", "pope_f1_score", 100, 87.3, 88.5),
+    Row("POPE popular (F1)", "pope", "popular", "pope_f1_score", 100, 86.2, 87.4),
+    Row("POPE adversarial (F1)", "pope", "adversarial", "pope_f1_score", 100, 84.2, 86.1),
+    Row("MMBench-EN (test)", "mmbench", "test", "gpt_eval_score", 1, 64.3, 66.4, paper_split="test"),
+    Row("MMBench-EN (dev)", "mmbench", "dev", "gpt_eval_score", 1, None, None),
 )
-TEST_SERVER_TASKS = {"vqav2_test", "vizwiz_vqa_test", "mmbench_en_test"}
+RECOMPUTED = ("scienceqa", "pope", "mmbench", "mmvet", "llava_wild")  # scored from the samples too
+HEADER = (
+    "| Benchmark | lmms-eval task | lmms-eval | Paper protocol (from samples) | LLaVA-1.5-7B (paper) "
+    "| + ViT-Split (paper) |\n|---|---|---:|---:|---:|---:|"
+)
 
 
-def find_result_files(paths: list[str]) -> list[Path]:
-    files = []
-    for name in paths:
-        path = Path(name)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            files.extend(sorted(path.rglob("*_results.json")))
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    return files
-
-
-def latest_results(files: list[Path]) -> dict[str, tuple[dict, Path]]:
-    """task -> (metrics, file) from the newest file (by the ``date`` field, then the name) per task."""
-    loaded = []
-    for path in files:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        if "results" not in data:
-            raise ValueError(f"{path}: no 'results' field; is this an lmms-eval results file?")
-        loaded.append((str(data.get("date", "")), str(path), data, path))
-    by_task: dict[str, tuple[dict, Path]] = {}
-    for _, _, data, path in sorted(loaded, key=lambda item: (item[0], item[1])):
-        for task, metrics in data["results"].items():
-            by_task[task] = (metrics, path)
-    return by_task
+def run_for(row: Row, runs: list[TaskRun]) -> TaskRun | None:
+    """The run shown in ``row``: the newest, preferring the paper's split."""
+    mine = [r for r in runs if r.benchmark == row.benchmark and row.variant in (None, r.variant)]
+    if not mine:
+        return None
+    return max(mine, key=lambda r: (r.submission_only == bool(row.paper_split), r.date, str(r.results_file)))
 
 
 def metric_value(metrics: dict, metric: str) -> float | None:
     for key in (f"{metric},none", metric):
         value = metrics.get(key)
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
     return None
 
 
-def table(by_task: dict[str, tuple[dict, Path]]) -> str:
-    lines = [
-        "| Benchmark | lmms-eval task | This run | LLaVA-1.5-7B (paper) | + ViT-Split (paper) |",
-        "|---|---|---:|---:|---:|",
-    ]
+def lmms_eval_cell(row: Row, run: TaskRun) -> str:
+    if run.predict_only:
+        return "not scored (--judge none)"
+    if run.submission_only:
+        return "test server (see submissions/)"
+    value = metric_value(run.metrics, row.metric)
+    if value is None:
+        return "no score"
+    suffix = " (val, not test-dev)" if row.paper_split == "test" else ""
+    return f"{value * row.scale:.1f}{suffix}"
+
+
+def paper_cell(row: Row, run: TaskRun) -> tuple[str, str | None]:
+    """(cell, error) for the paper-protocol column; ``error`` names a failed judge."""
+    if run.predict_only or run.submission_only:
+        return "", None
+    if run.benchmark not in RECOMPUTED:
+        return "= lmms-eval", None
+    if run.samples_file is None:
+        return "no samples (run with --log_samples)", None
+    samples = read_samples(run.samples_file)
+    if row.judged:
+        failed, judged = paper_scores.judge_failures(run.benchmark, samples)
+        if failed:
+            return (
+                f"ERROR: judge failed on {failed} of {judged}",
+                f"{run.task}: {failed} of {judged} judge calls failed",
+            )
+        return "= lmms-eval", None
+    if run.benchmark == "scienceqa":
+        return f"{paper_scores.sqa_accuracy(samples) * 100:.1f}", None
+    if run.benchmark == "pope":
+        scores = paper_scores.pope_scores(samples)
+        return f"{scores.f1 * 100:.1f} (yes-ratio {scores.yes_ratio * 100:.1f}%)", None
+    scores = paper_scores.mmbench_scores(samples)
+    if scores.circular is None:
+        return f"{scores.need_judge} of {scores.questions} questions need the judge", None
+    return f"{scores.circular * 100:.1f} circular ({scores.single_pass * 100:.1f} single pass)", None
+
+
+def paper_figure(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def table(runs: list[TaskRun], only_run: bool = False) -> tuple[str, list[str]]:
+    """(markdown table, errors); ``only_run`` leaves out the benchmarks with no run."""
+    lines, errors = [HEADER], []
     for row in ROWS:
-        task = next((t for t in row.tasks if t in by_task), None)
-        if task is None:
-            cell, task_cell = "not run", " / ".join(row.tasks)
-        elif task in TEST_SERVER_TASKS:
-            cell, task_cell = "test server (see submissions/)", task
-        else:
-            value = metric_value(by_task[task][0], row.metric)
-            cell = "no score" if value is None else f"{value * row.scale:.1f}"
-            task_cell = task
-            if row.server:
-                cell += " (val, not test-dev)"
-        lines.append(f"| {row.benchmark} | {task_cell} | {cell} | {row.llava15:.1f} | {row.vitsplit:.1f} |")
-    return "\n".join(lines) + "\n"
+        run = run_for(row, runs)
+        if run is None:
+            if not only_run:
+                lines.append(
+                    f"| {row.label} | | not run | | {paper_figure(row.llava15)} | {paper_figure(row.vitsplit)} |"
+                )
+            continue
+        paper, error = paper_cell(row, run)
+        errors += [error] if error else []
+        cells = [row.label, run.task, lmms_eval_cell(row, run), paper]
+        cells += [paper_figure(row.llava15), paper_figure(row.vitsplit)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", errors
+
+
+def report(paths: list[str], newer_than: float | None) -> tuple[str, list[str]]:
+    files = find_results_files(paths, newer_than)
+    if not files:
+        raise FileNotFoundError(f"no lmms-eval results file under {', '.join(paths)}")
+    runs = [run for path in files for run in task_runs(path)]
+    text, errors = table(runs, only_run=newer_than is not None)
+    other = sorted({r.task for r in runs if r.benchmark is None})
+    if other:
+        text += "\nNot paper benchmarks (not in the table): " + ", ".join(other) + "\n"
+    text += "\nResults files: " + ", ".join(f"`{p}`" for p in files) + "\n"
+    newer = [p for p in submission_files(paths) if newer_than is None or p.stat().st_mtime > newer_than]
+    if newer:
+        text += "\nSubmission and detail files (upload the test-split ones to their servers):\n"
+        text += "".join(f"- `{p}`\n" for p in newer)
+    return text, errors
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", help="lmms-eval output folders or *_results.json files")
+    parser.add_argument("paths", nargs="+", help="lmms-eval output folders or results files")
     parser.add_argument("--output", help="also write the table to this markdown file")
+    parser.add_argument("--newer-than", help="only results written after this file was (one script's run)")
     args = parser.parse_args(argv)
     try:
-        files = find_result_files(args.paths)
-        if not files:
-            raise FileNotFoundError(f"no *_results.json under {', '.join(args.paths)}")
-        by_task = latest_results(files)
-    except (FileNotFoundError, ValueError) as exc:
+        newer_than = Path(args.newer_than).stat().st_mtime if args.newer_than else None
+        text, errors = report(args.paths, newer_than)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"collect_results: {exc}", file=sys.stderr)
         return 2
-    text = table(by_task)
-    sources = sorted({str(path) for _, path in by_task.values()})
-    text += "\nSources: " + ", ".join(f"`{s}`" for s in sources) + "\n"
     sys.stdout.write(text)
     if args.output:
-        Path(args.output).write_text(text)
-    return 0
+        _write_atomic(Path(args.output), lambda tmp: tmp.write_text(text))
+    for error in errors:
+        print(f"collect_results: error: {error}; no score is reported for it", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

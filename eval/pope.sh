@@ -4,4 +4,4 @@
 # a single word or phrase."
 # usage: eval/pope.sh CHECKPOINT [extra lmms-eval args]
 source "$(dirname "$0")/_common.sh"
-run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-pope_random,pope_pop,pope_adv}" "${@:2}"
+run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-${POPE_TASKS:-pope_random,pope_pop,pope_adv}}" "${@:2}"

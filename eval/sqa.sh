@@ -4,4 +4,4 @@
 # choices directly."
 # usage: eval/sqa.sh CHECKPOINT [extra lmms-eval args]
 source "$(dirname "$0")/_common.sh"
-run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-scienceqa_img}" "${@:2}"
+run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-${SQA_TASKS:-scienceqa_img}}" "${@:2}"

@@ -6,4 +6,4 @@
 # `TASKS=vizwiz_vqa_val` scores the val split locally instead.
 # usage: eval/vizwiz.sh CHECKPOINT [extra lmms-eval args]
 source "$(dirname "$0")/_common.sh"
-run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-vizwiz_vqa_test}" "${@:2}"
+run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-${VIZWIZ_TASKS:-vizwiz_vqa_test}}" "${@:2}"

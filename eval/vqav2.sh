@@ -5,4 +5,4 @@
 # (phase test-dev) to get the paper's number. `TASKS=vqav2_val` scores the val split locally instead.
 # usage: eval/vqav2.sh CHECKPOINT [extra lmms-eval args]
 source "$(dirname "$0")/_common.sh"
-run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-vqav2_test}" "${@:2}"
+run_lmms_eval "${1:?usage: $0 CHECKPOINT}" "${TASKS:-${VQAV2_TASKS:-vqav2_test}}" "${@:2}"

@@ -3,7 +3,7 @@
 ``LlavaViTSplit`` (simple: requests carry the prompt text and a ``doc_to_visual``) and
 ``LlavaViTSplitChat`` (chat: requests carry ``doc_to_messages``) share loading, batching and decoding.
 Requests are grouped by generation kwargs and batched ``batch_size`` at a time; ``until`` (default: the
-EOS text), ``max_new_tokens`` (default 1024), ``temperature`` (> 0 samples unless the task says
+EOS text; none for the paper's benchmarks, whose LLaVA-1.5 settings ``prompts.py`` applies), ``max_new_tokens`` (default 1024), ``temperature`` (> 0 samples unless the task says
 ``do_sample: false``), ``top_p`` and ``num_beams`` are honoured; other keys (``image_aspect_ratio``...)
 are ignored. Prompts follow LLaVA-1.5 (``prompts.py``): ``<image>`` first, then the question with the
 benchmark's LLaVA-1.5 instruction, in the checkpoint's chat template.
@@ -26,7 +26,12 @@ from lmms_eval.protocol import ChatMessages
 from PIL import Image
 from tqdm import tqdm
 
-from llava_vitsplit.lmms_eval_plugin.prompts import PROMPT_STYLES, llava15_text
+from llava_vitsplit.lmms_eval_plugin.prompts import (
+    PROMPT_STYLES,
+    llava15_answer,
+    llava15_generation,
+    llava15_text,
+)
 from llava_vitsplit.serve.generation import GenerationSettings, generate_batch, prepare_inputs, render_prompt
 from llava_vitsplit.serve.loading import LoadedModel, load_model
 
@@ -158,11 +163,27 @@ class LlavaViTSplit(lmms):
         return self._simple_item(context, doc_to_visual, doc_id, task, split)
 
     _GEN_KWARGS_INDEX = 1
+    _TASK_METHOD_INDEX = 2  # the bound doc_to_visual (simple) / doc_to_messages (chat)
+
+    def _with_llava15_generation(self, args: tuple) -> tuple:
+        """``args`` with the gen_kwargs LLaVA-1.5 used for the request's task (``prompt_style=llava15``)."""
+        if self.prompt_style != "llava15":
+            return args
+        task = getattr(args[self._TASK_METHOD_INDEX], "__self__", None)
+        index = self._GEN_KWARGS_INDEX
+        gen_kwargs = llava15_generation(task, dict(args[index]))
+        return (*args[:index], gen_kwargs, *args[index + 1 :])
+
+    def _clean_answer(self, args: tuple, answer: str) -> str:
+        """``answer`` without control characters for tasks whose results go into a spreadsheet (MMBench)."""
+        if self.prompt_style != "llava15":
+            return answer
+        return llava15_answer(getattr(args[self._TASK_METHOD_INDEX], "__self__", None), answer)
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         index = self._GEN_KWARGS_INDEX
         collator = lmms_utils.Collator(
-            [request.args for request in requests],
+            [self._with_llava15_generation(request.args) for request in requests],
             sort_fn=lambda args: (-len(args[0]), args[0]),
             group_fn=lambda args: args[index],
             grouping=True,
@@ -172,6 +193,7 @@ class LlavaViTSplit(lmms):
         for batch in collator.get_batched(n=self.batch_size, batch_fn=None):
             gen_kwargs = dict(batch[0][index])
             outputs = self._generate([self._item(args) for args in batch], gen_kwargs)
+            outputs = [self._clean_answer(args, output) for args, output in zip(batch, outputs, strict=True)]
             for args, output in zip(batch, outputs, strict=True):
                 self.cache_hook.add_partial("generate_until", (args[0], gen_kwargs), output)
             results.extend(outputs)
@@ -211,6 +233,7 @@ class LlavaViTSplitChat(LlavaViTSplit):
 
     is_simple = False
     _GEN_KWARGS_INDEX = 2
+    _TASK_METHOD_INDEX = 1
 
     def _item(self, args: tuple):
         context, doc_to_messages, _gen_kwargs, doc_id, task, split = args
