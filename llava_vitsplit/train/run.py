@@ -20,6 +20,7 @@ from llava_vitsplit.data.dataset import LazySupervisedDataset, describe_problems
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.model_setup import setup_model, stage_of
+from llava_vitsplit.train.provenance import part_provenance
 from llava_vitsplit.train.trainer import STAGING_DIR, LlavaViTSplitTrainer
 
 logger = logging.getLogger("llava_vitsplit.train")
@@ -62,6 +63,12 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
 
     with full_weights_while_building(training_args):
         model, processor, recipe, version = setup_model(model_args, data_args, training_args)
+        # Hashed now: under ZeRO-3 the tower is partitioned once training starts.
+        provenance = (
+            part_provenance(model, recipe.vision_tower, recipe.language_model)
+            if stage == "pretrain"
+            else None
+        )
     dataset = LazySupervisedDataset(
         data_args.data_paths,
         processor,
@@ -86,8 +93,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     out = training_args.output_dir
     unwrapped = trainer.model
     if stage == "pretrain":
-        parts = {"vision_tower": recipe.vision_tower, "language_model": recipe.language_model}
-        save_connector(unwrapped, out, is_main_process=trainer.is_world_process_zero(), **parts)
+        save_connector(unwrapped, out, trainer.is_world_process_zero(), provenance)
     else:
         base = unwrapped.get_base_model() if training_args.lora_enable else unwrapped
         base.config.use_cache = True
