@@ -45,6 +45,15 @@ def count_image_tokens(processor) -> int:
     return count
 
 
+def check_image_folder(image_folder: str | Path | None) -> None:
+    """One clear error for a missing ``IMAGE_FOLDER`` (instead of one missing image per sample)."""
+    if image_folder and not Path(image_folder).is_dir():
+        raise FileNotFoundError(
+            f"IMAGE_FOLDER {image_folder} does not exist or is not a folder "
+            "(the data's image paths are relative to it)"
+        )
+
+
 class LazySupervisedDataset(Dataset):
     """Items: ``input_ids`` [T], ``labels`` [T] and, for image samples, ``pixel_values`` [3, H, W]."""
 
@@ -60,6 +69,7 @@ class LazySupervisedDataset(Dataset):
         require_image: bool = False,
     ) -> None:
         paths = [data_path] if isinstance(data_path, str | Path) else list(data_path)
+        check_image_folder(image_folder)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_folder = Path(image_folder) if image_folder else None
@@ -157,4 +167,4 @@ def describe_problems(problems: Counter[str]) -> str:
     return ", ".join(f"{kind}={n}" for kind, n in sorted(problems.items())) or "none"
 
 
-__all__ = ["LazySupervisedDataset", "count_image_tokens", "describe_problems"]
+__all__ = ["LazySupervisedDataset", "check_image_folder", "count_image_tokens", "describe_problems"]
