@@ -121,5 +121,6 @@ def test_two_ranks_with_different_modalities_match_one_process(setup, zero3):
 def test_two_ranks_with_modality_grouping_match_one_process(setup):
     # 7 image and 5 text records in steps of 2: the leftover image and text record share the last step
     # of each epoch, so with 2 epochs the mixed step is followed by more steps.
-    one = finetune(setup, "grouped1", NUM_EPOCHS=2)
+    # The one-process reference is plain PyTorch: it never re-applies a stale connector gradient.
+    one = finetune(setup, "grouped1", NUM_EPOCHS=2, DEEPSPEED_CONFIG="")
     assert_same_curve(two_cpu_ranks(setup, "grouped2", NUM_EPOCHS=2), one, epochs=2)
