@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from llava_vitsplit.train.model_setup import BuildRecipe
 from llava_vitsplit.train.tiny_parts import SHIPPED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,3 +64,18 @@ def run_script(script: str, env: dict, *args: str, log: Path) -> None:
 def losses(run_dir: Path) -> dict[int, float]:
     history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
     return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+def tiny_recipe(parts) -> BuildRecipe:
+    """The build the scripts make from the tiny parts with ``tiny_adapter_args()`` (seeded alike)."""
+    return BuildRecipe(
+        vision_tower=str(parts["vision"]),
+        language_model=str(parts["llm"]),
+        connector_type="vitsplit",
+        adapter={"num_task_layers": 1, "prior_start": 0, "num_prior_layers": 2},
+        fusion_output="vision_mlp",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_aspect_ratio="pad",
+        seed=SEED,
+    )

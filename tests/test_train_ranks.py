@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from _script_runs import free_port, run_script, script_env
+from _script_runs import free_port, run_script, script_env, tiny_recipe
 
 from llava_vitsplit.train.connector_io import save_connector
-from llava_vitsplit.train.model_setup import BuildRecipe, build_from_recipe
+from llava_vitsplit.train.model_setup import build_from_recipe
 from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts
 
 STEP_MODALITIES = ["II", "TT", "IT", "TT", "II", "TI"]  # I: a record with an image, T: text-only
@@ -43,16 +43,7 @@ def setup(tmp_path_factory):
     """Tiny parts, an untrained stage-1 connector for them and the mixed data file."""
     root = tmp_path_factory.mktemp("ranks")
     parts = save_tiny_parts(root / "parts")
-    recipe = BuildRecipe(
-        vision_tower=str(parts["vision"]),
-        language_model=str(parts["llm"]),
-        connector_type="vitsplit",
-        adapter={"num_task_layers": 1, "prior_start": 0, "num_prior_layers": 2},
-        fusion_output="vision_mlp",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_aspect_ratio="pad",
-    )
+    recipe = tiny_recipe(parts)
     model, _ = build_from_recipe(recipe)
     save_connector(
         model, root / "stage1", vision_tower=recipe.vision_tower, language_model=recipe.language_model

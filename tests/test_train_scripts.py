@@ -16,7 +16,7 @@ import time
 
 import pytest
 import torch
-from _script_runs import ROOT, SEED, free_port, losses, run_script, script_env
+from _script_runs import ROOT, SEED, free_port, losses, run_script, script_env, tiny_recipe
 from safetensors.torch import load_file
 
 from llava_vitsplit.model.chat_templates import VICUNA_V1_SYSTEM
@@ -72,17 +72,7 @@ def stage2(parts, stage1, tmp_path_factory):
 @pytest.fixture(scope="session")
 def start_weights(parts):
     """The model every run starts from (the build is seeded, so this is bit-identical to the runs' start)."""
-    recipe = BuildRecipe(
-        vision_tower=str(parts["vision"]),
-        language_model=str(parts["llm"]),
-        connector_type="vitsplit",
-        adapter={"num_task_layers": 1, "prior_start": 0, "num_prior_layers": 2},
-        fusion_output="vision_mlp",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_aspect_ratio="pad",
-        seed=SEED,
-    )
+    recipe = tiny_recipe(parts)
     model, _ = build_from_recipe(recipe)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
