@@ -8,7 +8,18 @@
 #   MASTER_ADDR / MASTER_PORT   rendezvous (default: the launcher's)
 #   LAUNCHER     replaces "deepspeed ... --module", e.g. LAUNCHER="python -m" (one process, no launcher)
 #                or LAUNCHER="torchrun --nproc_per_node 8 -m"
+#   CPU_PROCESSES  N processes on the CPU of this machine, no GPU (tests, debugging several ranks):
+#                torchrun --nproc_per_node N (or LAUNCHER, which must then start N processes), DeepSpeed's
+#                CPU accelerator (DS_ACCELERATOR=cpu) and the trainer's --use_cpu True --ddp_backend gloo. Without --use_cpu, accelerate finds no GPU
+#                backend and runs each process as a world of one.
 
+DEVICE_ARGS=()
+if [[ -n "${CPU_PROCESSES:-}" ]]; then
+  NUM_GPUS=${CPU_PROCESSES}
+  export DS_ACCELERATOR=cpu
+  LAUNCHER=${LAUNCHER:-torchrun --nproc_per_node ${CPU_PROCESSES} --master_addr ${MASTER_ADDR:-127.0.0.1} --master_port ${MASTER_PORT:-29500} -m}
+  DEVICE_ARGS=(--use_cpu True --ddp_backend gloo)
+fi
 NUM_GPUS_GIVEN=${NUM_GPUS:-}
 if [[ -z "${NUM_GPUS:-}" ]]; then
   NUM_GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)

@@ -19,7 +19,7 @@ PRETRAIN_DIR=${PRETRAIN_DIR:-./checkpoints/llava-vitsplit-v1.5-7b-pretrain}
 DATA_PATH=${DATA_PATH:-./playground/data/llava_v1_5_mix665k.json}
 IMAGE_FOLDER=${IMAGE_FOLDER:-./playground/data}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-vitsplit-v1.5-7b-lora}
-DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG:-./scripts/zero3.json}
+DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG-./scripts/zero3.json}   # DEEPSPEED_CONFIG= (empty): plain PyTorch, no DeepSpeed
 GLOBAL_BATCH_SIZE=${GLOBAL_BATCH_SIZE:-128}
 PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-16}
 LEARNING_RATE=${LEARNING_RATE:-2e-4}
@@ -44,7 +44,7 @@ launch_cmd
 set -x
 "${LAUNCH[@]}" llava_vitsplit.train \
   ${PRESET:+--preset "${PRESET}"} \
-  --deepspeed "${DEEPSPEED_CONFIG}" \
+  ${DEEPSPEED_CONFIG:+--deepspeed "${DEEPSPEED_CONFIG}"} \
   --model_name_or_path "${MODEL_NAME_OR_PATH}" \
   --vision_tower "${VISION_TOWER}" \
   --pretrain_mm_mlp_adapter "${PRETRAIN_DIR}" \
@@ -78,4 +78,5 @@ set -x
   --dataloader_num_workers "${NUM_WORKERS}" \
   --report_to "${REPORT_TO}" \
   --seed "${SEED}" \
+  ${DEVICE_ARGS[@]+"${DEVICE_ARGS[@]}"} \
   "$@"

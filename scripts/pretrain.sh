@@ -18,7 +18,7 @@ VISION_TOWER=${VISION_TOWER:-openai/clip-vit-large-patch14-336}
 DATA_PATH=${DATA_PATH:-./playground/data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json}
 IMAGE_FOLDER=${IMAGE_FOLDER:-./playground/data/LLaVA-Pretrain/images}
 OUTPUT_DIR=${OUTPUT_DIR:-./checkpoints/llava-vitsplit-v1.5-7b-pretrain}
-DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG:-./scripts/zero2.json}
+DEEPSPEED_CONFIG=${DEEPSPEED_CONFIG-./scripts/zero2.json}   # DEEPSPEED_CONFIG= (empty): plain PyTorch, no DeepSpeed
 GLOBAL_BATCH_SIZE=${GLOBAL_BATCH_SIZE:-256}
 PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-32}
 LEARNING_RATE=${LEARNING_RATE:-5e-4}
@@ -39,7 +39,7 @@ launch_cmd
 set -x
 "${LAUNCH[@]}" llava_vitsplit.train \
   ${PRESET:+--preset "${PRESET}"} \
-  --deepspeed "${DEEPSPEED_CONFIG}" \
+  ${DEEPSPEED_CONFIG:+--deepspeed "${DEEPSPEED_CONFIG}"} \
   --model_name_or_path "${MODEL_NAME_OR_PATH}" \
   --vision_tower "${VISION_TOWER}" \
   --version plain \
@@ -67,4 +67,5 @@ set -x
   --dataloader_num_workers "${NUM_WORKERS}" \
   --report_to "${REPORT_TO}" \
   --seed "${SEED}" \
+  ${DEVICE_ARGS[@]+"${DEVICE_ARGS[@]}"} \
   "$@"

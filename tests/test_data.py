@@ -187,15 +187,42 @@ def test_dataset_skips_and_counts_every_bad_sample(tmp_path, image_dir, processo
     assert lengths[ids.index("text")] < 0 < lengths[ids.index("good1")]
 
 
-def test_strict_mode_raises_on_the_first_problem(tmp_path, image_dir, processor):
+def test_strict_mode_checks_every_sample_before_training_and_lists_them_all(tmp_path, image_dir, processor):
     path = write_mixed_set(tmp_path, image_dir)
-    with pytest.raises(DataProblem, match="mixed.jsonl:4"):
-        LazySupervisedDataset(path, processor, image_folder=image_dir, strict=True)
+    with pytest.raises(ValueError, match="7 bad record") as info:
+        LazySupervisedDataset(path, processor, image_folder=image_dir, model_max_length=120, strict=True)
+    message = str(info.value)
+    for bad in ("missing", "corrupt", "truncated", "notag", "noconv", "long", "mixed.jsonl:4"):
+        assert bad in message, bad
+    assert f"{path}:" in message  # each with its file and line
     good = tmp_path / "good.json"
     good.write_text(json.dumps([{"id": "m", "image": "missing.png", "conversations": conv()}]))
-    ds = LazySupervisedDataset(good, processor, image_folder=image_dir, strict=True)
-    with pytest.raises(DataProblem, match="'m': missing_image"):
-        ds[0]
+    with pytest.raises(ValueError, match=f"{good} record 1: sample 'm': missing_image"):
+        LazySupervisedDataset(good, processor, image_folder=image_dir, strict=True)  # not at its step
+
+
+def test_skips_are_counted_per_record_even_with_shared_or_no_ids(tmp_path, image_dir, processor, caplog):
+    records = [
+        {"id": "same", "image": "nowhere.png", "conversations": conv()},
+        {"id": "same", "image": "nowhere2.png", "conversations": conv()},
+        {"image": "nowhere3.png", "conversations": conv()},
+        {"id": "fine", "image": "rgb.png", "conversations": conv()},
+    ]
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(records))
+    second.write_text(json.dumps([{"image": "nowhere4.png", "conversations": conv()}]))
+    caplog.set_level(logging.WARNING)
+    ds = LazySupervisedDataset([first, second], processor, image_folder=image_dir)
+    for i in range(len(ds)):
+        ds[i]
+    assert ds.problems["missing_image"] == 4
+    for place in (f"{first} record 1", f"{first} record 2", f"{first} record 3", f"{second} record 1"):
+        assert any(place in r.getMessage() for r in caplog.records), place
+
+
+def test_a_missing_image_folder_is_one_clear_error(tmp_path, processor):
+    with pytest.raises(FileNotFoundError, match="IMAGE_FOLDER .*nowhere does not exist"):
+        LazySupervisedDataset(SHIPPED_DATA / "finetune.json", processor, image_folder=tmp_path / "nowhere")
 
 
 def test_shipped_dataset_loads_and_collates(processor):
@@ -288,3 +315,21 @@ def test_validate_data_passes_the_shipped_set(capsys):
     args = ["--data_path", str(SHIPPED_DATA / "pretrain.json"), str(SHIPPED_DATA / "finetune.json")]
     assert validate_main(args + ["--image_folder", str(SHIPPED_DATA)]) == 0
     assert "56 records (48 with image, 8 text-only): 56 usable, 0 with problems" in capsys.readouterr().out
+
+
+def test_validate_data_reports_file_level_problems_and_goes_on(tmp_path, image_dir, capsys):
+    not_a_list, not_utf8 = tmp_path / "dict.json", tmp_path / "latin1.json"
+    not_a_list.write_text(json.dumps({"id": "x", "conversations": conv()}))
+    not_utf8.write_bytes('[{"id": "é"}]'.encode("latin-1"))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"id": "g", "image": "rgb.png", "conversations": conv()}]))
+    paths = [str(p) for p in (not_a_list, not_utf8, good)]
+    assert validate_main(["--data_path", *paths, "--image_folder", str(image_dir), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    by_id = {p["id"]: p for p in report["problems"]}
+    assert (
+        by_id[str(not_a_list)]["kind"] == "bad_file"
+        and "expected a JSON list" in by_id[str(not_a_list)]["detail"]
+    )
+    assert by_id[str(not_utf8)]["kind"] == "bad_file" and "not UTF-8" in by_id[str(not_utf8)]["detail"]
+    assert report["num_records"] == 1 and report["num_usable"] == 1  # the good file was still checked

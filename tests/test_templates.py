@@ -188,3 +188,70 @@ def test_image_tag_must_be_one_token():
 
     with pytest.raises(ValueError, match="one special token"):
         encode_record(RECORD, Proc, "vicuna_v1")
+
+
+# -- every token the model generates at inference is supervised in training ---------------------------
+ANSWERS = ["3", "42 apples.", "猫です。", "東京", "🙂 yes", "Yes, it is."]
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's byte-level BPE tokenizer and ChatML template, read from the GGUF asset."""
+    from transformers import AutoTokenizer
+
+    from llava_vitsplit.assets import smollm2_gguf
+    from llava_vitsplit.assets.sources import AssetSourceError, package_file
+
+    try:
+        gguf = package_file(smollm2_gguf.GGUF_DISTRIBUTION, smollm2_gguf.GGUF_SUFFIX)
+    except AssetSourceError as err:
+        pytest.skip(str(err))
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+@pytest.fixture(params=["sentencepiece", "smollm2"])
+def any_tokenizer(request, parts):
+    if request.param == "smollm2":
+        return request.getfixturevalue("smollm2_tokenizer")
+    tok = processor_from_parts(str(parts["vision"]), str(parts["llm"])).tokenizer
+    tok.chat_template = CHATML
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tok
+
+
+def inference_prompt_ids(tokenizer, template: str, messages: list[dict], add_special_tokens: bool):
+    """The ids inference feeds before the model answers ``messages`` (ending with a user turn)."""
+    from llava_vitsplit.model.chat_templates import VICUNA_V1_CHAT_TEMPLATE
+
+    chat_template = VICUNA_V1_CHAT_TEMPLATE if template == "vicuna_v1" else None
+    prompt = tokenizer.apply_chat_template(
+        messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+
+
+@pytest.mark.parametrize("template", ["vicuna_v1", "chat_template"])
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_every_token_generated_after_the_prompt_is_supervised(any_tokenizer, template, answer):
+    tok = any_tokenizer
+    record = {
+        "id": "a1",
+        "conversations": [
+            {"from": "human", "value": "How many?"},
+            {"from": "gpt", "value": answer},
+            {"from": "human", "value": "And again?"},
+            {"from": "gpt", "value": answer},
+        ],
+    }
+    sample = parse_record(record, 0)
+    rendered = get_template(template).render(sample, tok)
+    enc = encode(rendered, tok, image_token_id=-1, num_image_tokens=16, max_length=None, sample_id="a1")
+    ids, labels = enc.input_ids.tolist(), enc.labels.tolist()
+    messages = [{"role": t.role, "content": t.text} for t in sample.turns]
+    first = inference_prompt_ids(tok, template, messages[:1], rendered.add_special_tokens)
+    last = inference_prompt_ids(tok, template, messages[:3], rendered.add_special_tokens)
+    for prompt in (first, last):
+        assert ids[: len(prompt)] == prompt, "training must see the inference prompt's exact tokens"
+        assert labels[len(prompt)] == ids[len(prompt)], tok.convert_ids_to_tokens(ids[len(prompt) :])
+    assert all(label == IGNORE_INDEX for label in labels[: len(first)])
+    assert labels[len(last) :] == ids[len(last) :], "the last reply and its end are learnt in full"

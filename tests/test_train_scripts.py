@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from _script_runs import ROOT, SEED, free_port, losses, run_script, script_env, tiny_recipe
 from safetensors.torch import load_file
 
 from llava_vitsplit.model.chat_templates import VICUNA_V1_SYSTEM
@@ -26,9 +24,7 @@ from llava_vitsplit.train.connector_io import CONNECTOR_CONFIG, CONNECTOR_WEIGHT
 from llava_vitsplit.train.model_setup import BuildRecipe, build_from_recipe
 from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 
-ROOT = Path(__file__).resolve().parents[1]
 ADAPTER_ARGS = tiny_adapter_args()
-SEED = 0
 STAGE2_STEPS = 16  # 32 samples / batch 4 x 2 epochs
 TOWER, LLM, CONNECTOR = (
     "model.vision_tower.",
@@ -37,57 +33,9 @@ TOWER, LLM, CONNECTOR = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def parts(tmp_path_factory):
     return save_tiny_parts(tmp_path_factory.mktemp("train_parts"), seed=SEED)
-
-
-def script_env(parts, **overrides) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        RANK="0",
-        LOCAL_RANK="0",
-        WORLD_SIZE="1",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(free_port()),
-        LAUNCHER=f"{sys.executable} -m",
-        PRESET="",
-        MODEL_NAME_OR_PATH=str(parts["llm"]),
-        VISION_TOWER=str(parts["vision"]),
-        IMAGE_FOLDER=str(SHIPPED_DATA),
-        BF16="False",
-        TF32="False",
-        NUM_WORKERS="0",
-        GLOBAL_BATCH_SIZE="4",
-        PER_DEVICE_BATCH_SIZE="4",
-        SEED=str(SEED),
-        OMP_NUM_THREADS="2",
-    )
-    env.update({k: str(v) for k, v in overrides.items()})
-    return env
-
-
-def run_script(script: str, env: dict, *args: str, log: Path) -> None:
-    with open(log, "w") as out:
-        code = subprocess.call(
-            ["bash", str(ROOT / "scripts" / script), *args], env=env, stdout=out, stderr=out
-        )
-    if code != 0:
-        pytest.fail(
-            f"{script} exited {code}; last lines of {log}:\n"
-            + "".join(log.read_text().splitlines(True)[-40:])
-        )
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
-    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
 
 
 @pytest.fixture(scope="session")
@@ -124,17 +72,7 @@ def stage2(parts, stage1, tmp_path_factory):
 @pytest.fixture(scope="session")
 def start_weights(parts):
     """The model every run starts from (the build is seeded, so this is bit-identical to the runs' start)."""
-    recipe = BuildRecipe(
-        vision_tower=str(parts["vision"]),
-        language_model=str(parts["llm"]),
-        connector_type="vitsplit",
-        adapter={"num_task_layers": 1, "prior_start": 0, "num_prior_layers": 2},
-        fusion_output="vision_mlp",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_aspect_ratio="pad",
-        seed=SEED,
-    )
+    recipe = tiny_recipe(parts)
     model, _ = build_from_recipe(recipe)
     return {k: v.clone() for k, v in model.state_dict().items()}
 

@@ -7,7 +7,9 @@ decoded and text tokenized only in ``__getitem__``.
 Bad samples never crash a run: a ``DataProblem`` (missing/corrupt image, ``<image>`` without an image,
 no target left after truncation, ...) is logged once with the sample id, counted in ``problems``, and
 the next usable sample is returned instead (a deterministic substitute, so the data order of a resumed
-run is the same). ``strict=True`` raises instead. ``llava-vitsplit validate-data`` reports all
+run is the same); skips are counted per record place (``file:line``), never merged by record id.
+``strict=True`` instead checks every sample before training (in parallel, with a progress bar) and
+raises with the full list of bad records. ``llava-vitsplit validate-data`` reports all
 problems before a run. ``require_image=True`` (stage 1, where only the connector trains) leaves
 text-only samples out, since a batch of them would carry no gradient.
 """
@@ -25,7 +27,7 @@ from torch.utils.data import Dataset
 
 from llava_vitsplit.data.encoding import encode
 from llava_vitsplit.data.images import load_image
-from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, Sample, load_records, parse_record
+from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, Sample, load_located_records, parse_record
 from llava_vitsplit.data.templates import Template, get_template
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,15 @@ def count_image_tokens(processor) -> int:
     return count
 
 
+def check_image_folder(image_folder: str | Path | None) -> None:
+    """One clear error for a missing ``IMAGE_FOLDER`` (instead of one missing image per sample)."""
+    if image_folder and not Path(image_folder).is_dir():
+        raise FileNotFoundError(
+            f"IMAGE_FOLDER {image_folder} does not exist or is not a folder "
+            "(the data's image paths are relative to it)"
+        )
+
+
 class LazySupervisedDataset(Dataset):
     """Items: ``input_ids`` [T], ``labels`` [T] and, for image samples, ``pixel_values`` [3, H, W]."""
 
@@ -60,6 +71,7 @@ class LazySupervisedDataset(Dataset):
         require_image: bool = False,
     ) -> None:
         paths = [data_path] if isinstance(data_path, str | Path) else list(data_path)
+        check_image_folder(image_folder)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_folder = Path(image_folder) if image_folder else None
@@ -69,25 +81,32 @@ class LazySupervisedDataset(Dataset):
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TAG)
         self.num_image_tokens = count_image_tokens(processor)
         self.problems: Counter[str] = Counter()
-        self._reported: set[str] = set()
+        self._reported: set[str] = set()  # places (file:line) already counted
 
         self.samples: list[Sample] = []
+        self.places: list[str] = []  # where each sample comes from, "file:line" or "file record N"
+        bad_records: list[str] = []
         for path in paths:
-            for i, record in enumerate(load_records(path)):
+            for i, (where, record) in enumerate(load_located_records(path)):
                 try:
                     self.samples.append(parse_record(record, i))
+                    self.places.append(where)
                 except DataProblem as problem:
-                    self._report(problem)
+                    bad_records.append(f"{where}: {problem}")
+                    self._report(problem, where)
         self.num_text_only_dropped = 0
         if require_image:  # stage 1 trains only the connector: a text-only batch would have no gradient
-            kept = [s for s in self.samples if s.image is not None]
+            kept = [i for i, s in enumerate(self.samples) if s.image is not None]
             self.num_text_only_dropped = len(self.samples) - len(kept)
-            self.samples = kept
+            self.samples = [self.samples[i] for i in kept]
+            self.places = [self.places[i] for i in kept]
             if self.num_text_only_dropped:
                 logger.info(
                     "left out %d text-only samples (nothing to train in the connector)",
                     self.num_text_only_dropped,
                 )
+        if strict:
+            self.check_all(bad_records)
         if not self.samples:
             raise ValueError(
                 f"no usable samples in {[str(p) for p in paths]} (problems: {dict(self.problems)})"
@@ -105,13 +124,38 @@ class LazySupervisedDataset(Dataset):
             for s in self.samples
         ]
 
-    def _report(self, problem: DataProblem) -> None:
-        if self.strict:
-            raise problem
-        if problem.record_id not in self._reported:
-            self._reported.add(problem.record_id)
+    def _report(self, problem: DataProblem, where: str) -> None:
+        """Count a skipped record once per place (records may share an id, or have none)."""
+        if where not in self._reported:
+            self._reported.add(where)
             self.problems[problem.kind] += 1
-            logger.warning("skipping %s", problem)
+            logger.warning("skipping %s: %s", where, problem)
+
+    def check_all(self, bad_records: list[str], workers: int = 8) -> None:
+        """``strict``: build every sample (image decoded, text tokenized) before training, in parallel
+        with a progress bar; raise ``ValueError`` listing every bad record with its place."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        def problem_of(index: int) -> str | None:
+            try:
+                self.build(index)
+            except DataProblem as problem:
+                return f"{self.places[index]}: {problem}"
+            return None
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            found = list(
+                tqdm(
+                    pool.map(problem_of, range(len(self.samples))),
+                    total=len(self.samples),
+                    desc="checking data",
+                )
+            )
+        bad = bad_records + [p for p in found if p is not None]
+        if bad:
+            raise ValueError(f"--strict_data: {len(bad)} bad record(s), nothing trained:\n" + "\n".join(bad))
 
     def image_path(self, sample: Sample) -> Path:
         return self.image_folder / sample.image if self.image_folder else Path(sample.image)
@@ -146,7 +190,7 @@ class LazySupervisedDataset(Dataset):
             try:
                 return self.build((index + attempt) % len(self))
             except DataProblem as problem:
-                self._report(problem)
+                self._report(problem, self.places[(index + attempt) % len(self)])
         raise RuntimeError(
             f"{MAX_CONSECUTIVE_BAD} consecutive samples from index {index} are unusable "
             f"(problems so far: {dict(self.problems)}); run `llava-vitsplit validate-data`"
@@ -157,4 +201,4 @@ def describe_problems(problems: Counter[str]) -> str:
     return ", ".join(f"{kind}={n}" for kind, n in sorted(problems.items())) or "none"
 
 
-__all__ = ["LazySupervisedDataset", "count_image_tokens", "describe_problems"]
+__all__ = ["LazySupervisedDataset", "check_image_folder", "count_image_tokens", "describe_problems"]

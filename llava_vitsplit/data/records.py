@@ -56,22 +56,32 @@ class _BadLine:
     error: str
 
 
-def load_records(path: str | Path) -> list[Any]:
-    """All records of a ``.json`` (one list) or ``.jsonl`` (one record per line) file."""
+def load_located_records(path: str | Path) -> list[tuple[str, Any]]:
+    """``(where, record)`` for every record of a ``.json`` (one list) or ``.jsonl`` (one per line) file.
+
+    ``where`` is ``file:line`` for JSONL and ``file record N`` (1-based) for a JSON list. A file that
+    cannot be read, is not UTF-8, not JSON or not a list raises ``ValueError`` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from exc
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc})") from exc
     if path.suffix == ".jsonl":
         records = []
         for line_no, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
+            where = f"{path}:{line_no}"
             try:
-                records.append(json.loads(line))
+                records.append((where, json.loads(line)))
             except json.JSONDecodeError as exc:
                 # Kept as a raw string so the dataset reports it with its line instead of failing the file.
-                records.append(_BadLine(f"{path.name}:{line_no}", str(exc)))
+                records.append((where, _BadLine(f"{path.name}:{line_no}", str(exc))))
         return records
     try:
         data = json.loads(text)
@@ -79,7 +89,12 @@ def load_records(path: str | Path) -> list[Any]:
         raise ValueError(f"{path}: not valid JSON ({exc}); use .jsonl for one record per line") from exc
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
+    return [(f"{path} record {index + 1}", record) for index, record in enumerate(data)]
+
+
+def load_records(path: str | Path) -> list[Any]:
+    """All records of a ``.json`` or ``.jsonl`` file (``load_located_records`` without the places)."""
+    return [record for _, record in load_located_records(path)]
 
 
 def record_id(record: Any, index: int) -> str:

@@ -3,7 +3,8 @@
 - ``plain`` (stage 1, LLaVA's pre-training format): ``<image>`` + caption + ``"\\n"``; the user text is
   dropped and the caption with its closing newline is the target.
 - ``vicuna_v1`` (stage 2): ``SYSTEM USER: <image>\\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>``;
-  each reply and its end token (the tokenizer's EOS text) are targets. The text is byte-identical to the
+  each reply with the space before it and its end token (the tokenizer's EOS text) are targets: the
+  inference prompt ends at ``ASSISTANT:``, so every token after it is the model's to generate. The text is byte-identical to the
   processor's ``vicuna_v1`` chat template, so training and inference see the same prompt.
 - ``chat_template``: the tokenizer's own chat template (e.g. SmolLM2's ChatML). Target spans are found by
   rendering the conversation up to each reply with and without it, so whatever the template appends
@@ -66,9 +67,12 @@ class VicunaV1Template(Template):
         targets = []
         for turn in sample.turns:
             if turn.role == ASSISTANT:
-                text += "ASSISTANT: "
+                # The inference prompt ends at "ASSISTANT:", so the model generates everything after it,
+                # the space included: Llama/Vicuna sentencepiece splits " 3" (digits, many CJK and
+                # emoji openings) into a bare '▁' piece and '3', and the '▁' must be learnt too.
+                text += "ASSISTANT:"
                 start = len(text)
-                text += turn.text + eos
+                text += " " + turn.text + eos
                 targets.append((start, len(text)))
             else:
                 text += "USER: " + turn.text + " "

@@ -42,7 +42,7 @@ class ValidationReport:
     def to_dict(self) -> dict:
         return {
             "num_records": self.num_records,
-            "num_usable": self.num_records - len(self.problems),
+            "num_usable": self.num_records - sum(p.kind != "bad_file" for p in self.problems),
             "num_images": self.num_images,
             "num_text_only": self.num_text_only,
             "problem_counts": dict(sorted(self.counts.items())),
@@ -68,7 +68,12 @@ def validate_data(
         image_token_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_TAG)
     folder = Path(image_folder) if image_folder else None
     for path in data_paths:
-        for index, record in enumerate(load_records(path)):
+        try:
+            records = load_records(path)
+        except (ValueError, OSError) as err:  # a whole-file problem is a finding; the other files go on
+            report.problems.append(DataProblem(str(path), "bad_file", str(err)))
+            continue
+        for index, record in enumerate(records):
             report.num_records += 1
             try:
                 sample = parse_record(record, index)

@@ -4,7 +4,8 @@ What is inherited unchanged from ``LlavaModel`` / ``LlavaForConditionalGeneratio
 merge (``get_placeholder_mask`` raises when the number of ``<image>`` tokens does not match the image
 features), the language model call, ``generate`` and its cache handling, the loss on ``labels``.
 
-What changes: ``get_image_features``, and the training loss skips unsupervised positions (below). The
+What changes: ``get_image_features``, the training loss skips unsupervised positions (below), and a
+text-only batch with ``labels`` still runs the vision path (below). The
 vision tower is frozen (``requires_grad=False``), truncated to its effective depth ``E`` (LLaVA's feature
 layer -2 on a 24-block CLIP-L keeps 23 blocks: the last block is never run, stored or loaded) and run under
 ``torch.no_grad()`` so none of its activations enter the autograd graph. The connector
@@ -15,6 +16,16 @@ Loss on supervised positions only: with ``labels`` (and the default ``logits_to_
 only where the next token is supervised (transformers' boolean ``logits_to_keep`` mask), so image,
 system and question positions never pay for the ``[D_llm, vocab]`` projection. The loss is the same;
 ``logits`` then holds those rows only, ``[num_supervised, vocab]``.
+
+The vision path runs in every loss computation: a batch with ``labels`` and no ``pixel_values`` (a
+text-only micro-batch) sends one blank image through the tower and the connector and adds its output,
+times zero, to the text embeddings. The connector then takes part in every training step with an exact
+zero gradient on text-only steps. Under ZeRO-3 this is needed twice over: a parameter that takes no part
+in a step keeps its previous gradient (the step would apply the last image step's connector gradient
+again), and every rank must gather the same modules in the same order each step (a rank with a text-only
+micro-batch next to one with images would otherwise desynchronise the collective all-gathers). The blank
+image goes through at the point a real image would, before the LLM. ``generate`` and calls without
+``labels`` are unchanged.
 """
 
 from __future__ import annotations
@@ -105,6 +116,37 @@ class LlavaViTSplitModel(LlavaViTSplitPreTrainedModel, LlavaModel):
             out = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, return_dict=True)
         return tuple(out.hidden_states), grid_hw
 
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        idle_vision: bool = False,
+        **kwargs,
+    ):
+        """Llava's forward; ``idle_vision`` without ``pixel_values`` runs one blank image (zero-weighted).
+
+        The blank image goes through inside this module's forward, after the token embedding and before
+        the LLM, as a real image would: ZeRO-3 checks that every rank runs its modules in the same order.
+        """
+        if idle_vision and pixel_values is None and inputs_embeds is None:
+            inputs_embeds, input_ids = self.embeddings_with_idle_vision(input_ids), None
+        return super().forward(
+            input_ids=input_ids, pixel_values=pixel_values, inputs_embeds=inputs_embeds, **kwargs
+        )
+
+    def embeddings_with_idle_vision(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Text embeddings ``[B, T, D]`` plus zero times the image tokens of one blank image.
+
+        The values are the plain embeddings exactly; the tower and connector ran (see the module docstring).
+        """
+        inputs_embeds = self.get_input_embeddings()(input_ids)  # [B, T, D]
+        size = self.config.vision_config.image_size
+        height, width = (size, size) if isinstance(size, int) else size
+        blank = inputs_embeds.new_zeros((1, self.config.vision_config.num_channels, height, width))
+        image_tokens = self.get_image_features(blank).pooler_output[0]  # [N, D]
+        return inputs_embeds + image_tokens.sum().to(inputs_embeds.dtype) * 0.0
+
     def get_image_features(
         self,
         pixel_values: torch.Tensor,
@@ -166,6 +208,8 @@ class LlavaViTSplitForConditionalGeneration(LlavaViTSplitPreTrainedModel, LlavaF
         The inputs ``generate`` passes are named here because it checks them against this signature.
         """
         kwargs.update(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        if labels is not None and pixel_values is None:
+            kwargs["idle_vision"] = True  # a text-only loss still runs the vision path (module docstring)
         if labels is None or not isinstance(logits_to_keep, int) or logits_to_keep != 0:
             return super().forward(labels=labels, logits_to_keep=logits_to_keep, **kwargs)
         shift_labels = F.pad(labels[:, 1:], (0, 1), value=-100)  # [B, L]: the token each position predicts

@@ -49,6 +49,10 @@ class ModelArguments:
     pretrain_mm_mlp_adapter: str | None = field(
         default=None, metadata={"help": "Stage 2: the stage-1 output folder or its connector.safetensors"}
     )
+    allow_connector_mismatch: bool = field(
+        default=False,
+        metadata={"help": "Stage 2: load a stage-1 connector trained for another tower or LLM (warns)"},
+    )
     mm_projector_type: str | None = field(default=None, metadata={"help": "vitsplit | mlp2x_gelu"})
     mm_vision_select_layer: int | None = field(default=None, metadata={"help": "LLaVA's feature layer (-2)"})
     # ViT-Split adapter settings (AdapterConfig fields); unset ones come from the preset or the defaults.

@@ -1,20 +1,26 @@
 """Stage-1 output: the connector alone (``connector.safetensors``) plus the settings that built it.
 
 ``connector_config.json`` holds the connector type, adapter settings, fusion output, feature layer and the
-vision/LLM widths and part names, so stage 2 rebuilds exactly the same connector before loading the
-weights (and refuses a connector trained for other parts). Under ZeRO-3 the partitioned parameters are
+vision/LLM widths, so stage 2 rebuilds exactly the same connector before loading the weights, and the
+parts' provenance (``train.provenance``: names, architectures, depths, image size, tower weights hash),
+so stage 2 refuses a connector trained for another tower or LLM unless told ``allow_mismatch``. Under ZeRO-3 the partitioned parameters are
 gathered before saving, so the file never holds size-0 tensors. Files are written atomically.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from llava_vitsplit.train.provenance import part_provenance, provenance_mismatch
+
+logger = logging.getLogger(__name__)
 
 CONNECTOR_WEIGHTS = "connector.safetensors"
 CONNECTOR_CONFIG = "connector_config.json"
@@ -56,9 +62,21 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def save_connector(model, out_dir: str | Path, is_main_process: bool = True, **extra) -> Path:
-    """Write ``connector.safetensors`` + ``connector_config.json`` into ``out_dir``; returns the weights path."""
+def save_connector(
+    model,
+    out_dir: str | Path,
+    is_main_process: bool = True,
+    provenance: dict | None = None,
+    **parts: str,
+) -> Path:
+    """Write ``connector.safetensors`` + ``connector_config.json`` into ``out_dir``; returns the weights path.
+
+    ``provenance`` is ``part_provenance`` of the model as built (required under ZeRO-3, where the tower is
+    partitioned by now); without it, it is computed here from ``parts`` (``vision_tower``, ``language_model``).
+    """
     out_dir = Path(out_dir)
+    if provenance is None:
+        provenance = part_provenance(model, **parts)
     connector = model.model.multi_modal_projector
     with _gathered(list(connector.parameters())):
         state = {
@@ -66,7 +84,7 @@ def save_connector(model, out_dir: str | Path, is_main_process: bool = True, **e
         }
     if is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        settings = connector_settings(model, **extra)
+        settings = connector_settings(model, **provenance)
         _atomic_write(
             out_dir / CONNECTOR_WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"})
         )
@@ -90,8 +108,14 @@ def read_connector_settings(path: str | Path) -> dict:
     return json.loads(config_path.read_text())
 
 
-def load_connector(model, path: str | Path) -> None:
-    """Load stage-1 connector weights into ``model`` (checks settings and every tensor's shape)."""
+def load_connector(
+    model, path: str | Path, provenance: dict | None = None, allow_mismatch: bool = False
+) -> None:
+    """Load stage-1 connector weights into ``model`` (checks settings, provenance and every tensor's shape).
+
+    ``provenance``: ``part_provenance`` of ``model``; a connector trained for other parts is refused
+    (naming what differs) unless ``allow_mismatch``, which loads it with a warning.
+    """
     weights = resolve_connector_path(path)
     saved, current = read_connector_settings(weights), connector_settings(model)
     mismatched = {k: (saved.get(k), current[k]) for k in MUST_MATCH if saved.get(k) != current[k]}
@@ -99,6 +123,8 @@ def load_connector(model, path: str | Path) -> None:
         raise ValueError(
             f"connector {weights} was trained with other settings (saved, current): {mismatched}"
         )
+    if provenance is not None:
+        check_provenance(weights, saved, provenance, allow_mismatch)
     state = load_file(str(weights))
     connector = model.model.multi_modal_projector
     expected = connector.state_dict()
@@ -111,3 +137,16 @@ def load_connector(model, path: str | Path) -> None:
                 f"connector {weights}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(expected[name].shape)}"
             )
     connector.load_state_dict(state, strict=True)
+
+
+def check_provenance(weights: Path, saved: dict, current: dict, allow_mismatch: bool) -> None:
+    differs = provenance_mismatch(saved, current)
+    if not differs:
+        return
+    lines = "\n".join(
+        f"  {key}: trained for {was!r}, this run has {now!r}" for key, (was, now) in differs.items()
+    )
+    message = f"stage-1 connector {weights} was trained for other parts:\n{lines}"
+    if not allow_mismatch:
+        raise ValueError(f"{message}\nPass --allow_connector_mismatch True to load it anyway.")
+    logger.warning("%s\nloading it anyway (--allow_connector_mismatch)", message)

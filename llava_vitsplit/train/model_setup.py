@@ -21,6 +21,7 @@ from transformers import AutoConfig, set_seed
 
 from llava_vitsplit.train.arguments import MODEL_DEFAULTS, DataArguments, ModelArguments, TrainingArguments
 from llava_vitsplit.train.connector_io import load_connector, read_connector_settings
+from llava_vitsplit.train.provenance import part_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class BuildRecipe:
     seed: int = 0
     pretrain_mm_mlp_adapter: str | None = None
     base_checkpoint: str | None = None  # continue from a saved llava_vitsplit checkpoint instead of parts
+    allow_connector_mismatch: bool = False  # load a stage-1 connector trained for other parts
     extra: dict = field(default_factory=dict)
 
     def save(self, out_dir: str | Path) -> None:
@@ -128,6 +130,7 @@ def resolve_recipe(
         attn_implementation=model_args.attn_implementation,
         seed=seed,
         pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
+        allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
     version = (
         model_args.version
@@ -169,7 +172,8 @@ def build_from_recipe(recipe: BuildRecipe, torch_dtype: torch.dtype = torch.floa
         attn_implementation=recipe.attn_implementation,
     )
     if recipe.pretrain_mm_mlp_adapter:
-        load_connector(model, recipe.pretrain_mm_mlp_adapter)
+        provenance = part_provenance(model, recipe.vision_tower, recipe.language_model)
+        load_connector(model, recipe.pretrain_mm_mlp_adapter, provenance, recipe.allow_connector_mismatch)
         logger.info("loaded the stage-1 connector from %s", recipe.pretrain_mm_mlp_adapter)
     return model, processor
 

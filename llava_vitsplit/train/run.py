@@ -5,6 +5,10 @@ Stage 1 (``--tune_mm_mlp_adapter True --version plain``) writes ``connector.safe
 (model + processor) that loads with ``AutoModelForImageTextToText.from_pretrained``; stage 2 with
 ``--lora_enable True`` writes the LoRA adapter (plus the connector) for ``llava-vitsplit merge-lora``.
 ``--resume_from_checkpoint DIR|latest`` continues a killed run where its last checkpoint left off.
+
+Before the model is built, ``OUTPUT_DIR`` is created and proven writable and ``IMAGE_FOLDER`` must exist;
+once it is built, the disk must hold one checkpoint. The final model is written under
+``OUTPUT_DIR/.staging/final`` and moved in file by file, its config last.
 """
 
 from __future__ import annotations
@@ -14,15 +18,25 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from llava_vitsplit.data.collator import SupervisedCollator
-from llava_vitsplit.data.dataset import LazySupervisedDataset, describe_problems
+from llava_vitsplit.data.dataset import LazySupervisedDataset, check_image_folder, describe_problems
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.model_setup import setup_model, stage_of
+from llava_vitsplit.train.provenance import part_provenance
+from llava_vitsplit.train.storage import (
+    check_free_space,
+    checkpoint_bytes,
+    prepare_output_dir,
+    reporting_full_disk,
+)
 from llava_vitsplit.train.trainer import STAGING_DIR, LlavaViTSplitTrainer
 
 logger = logging.getLogger("llava_vitsplit.train")
+FINAL_STAGING = "final"  # the final model is written under <output_dir>/.staging/final first
+LOADABLE_MARKERS = ("config.json", "adapter_config.json")  # written last: their presence means complete
 
 
 @contextmanager
@@ -57,11 +71,20 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     )
     training_args.remove_unused_columns = False  # items carry pixel_values the model takes by name
     stage = stage_of(model_args)
+    out = prepare_output_dir(training_args.output_dir)  # before anything is built or trained
+    check_image_folder(data_args.image_folder)
     if training_args.should_save:
-        shutil.rmtree(os.path.join(training_args.output_dir, STAGING_DIR), ignore_errors=True)
+        shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
 
     with full_weights_while_building(training_args):
         model, processor, recipe, version = setup_model(model_args, data_args, training_args)
+        check_free_space(out, checkpoint_bytes(model))
+        # Hashed now: under ZeRO-3 the tower is partitioned once training starts.
+        provenance = (
+            part_provenance(model, recipe.vision_tower, recipe.language_model)
+            if stage == "pretrain"
+            else None
+        )
     dataset = LazySupervisedDataset(
         data_args.data_paths,
         processor,
@@ -83,20 +106,46 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     if dataset.problems:
         logger.warning("skipped samples (this process): %s", describe_problems(dataset.problems))
 
-    out = training_args.output_dir
-    unwrapped = trainer.model
     if stage == "pretrain":
-        parts = {"vision_tower": recipe.vision_tower, "language_model": recipe.language_model}
-        save_connector(unwrapped, out, is_main_process=trainer.is_world_process_zero(), **parts)
+        with reporting_full_disk(out, "the stage-1 connector"):
+            save_connector(trainer.model, out, trainer.is_world_process_zero(), provenance)
     else:
-        base = unwrapped.get_base_model() if training_args.lora_enable else unwrapped
-        base.config.use_cache = True
-        trainer.save_model(out)
-        if trainer.is_world_process_zero():
-            processor.save_pretrained(out)
-            if training_args.lora_enable:
-                recipe.save(out)
+        save_final_model(trainer, processor, recipe, out)
     return trainer
+
+
+def save_final_model(trainer: LlavaViTSplitTrainer, processor, recipe, out: Path) -> None:
+    """Write the model (or LoRA adapter) + processor under ``.staging/final``, then move it into ``out``.
+
+    The files are moved one by one, the config that marks a loadable folder last, so ``out`` never holds
+    a config next to partial weights.
+    """
+    lora = trainer.args.lora_enable
+    base = trainer.model.get_base_model() if lora else trainer.model
+    base.config.use_cache = True
+    staging = out / STAGING_DIR / FINAL_STAGING
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    with reporting_full_disk(out, "the final model"):
+        trainer.save_model(str(staging))
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(staging)
+            if lora:
+                recipe.save(staging)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        publish_folder(staging, out)
+
+
+def publish_folder(staging: Path, out: Path) -> None:
+    """Move the files of ``staging`` into ``out`` (each ``os.replace`` is atomic), the markers last."""
+    files = sorted(p for p in staging.iterdir() if p.is_file())
+    for path in sorted(files, key=lambda p: p.name in LOADABLE_MARKERS):
+        os.replace(path, out / path.name)
+    shutil.rmtree(staging)
+    if not any((out / STAGING_DIR).iterdir()):
+        (out / STAGING_DIR).rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:

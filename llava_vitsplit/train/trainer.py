@@ -8,7 +8,8 @@
   optimizer, so these groups always apply).
 - Atomic checkpoints: a checkpoint is written under ``<output_dir>/.staging/checkpoint-N`` and renamed to
   ``<output_dir>/checkpoint-N`` only when complete, so a run killed while saving never leaves a partial
-  ``checkpoint-N`` for ``--resume_from_checkpoint`` to trip over.
+  ``checkpoint-N`` for ``--resume_from_checkpoint`` to trip over. A save that fails for lack of space
+  raises "no space left on <output_dir>", removes its partial copy and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import os
 import shutil
 
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from llava_vitsplit.data.sampler import ModalityLengthGroupedSampler
+from llava_vitsplit.train.storage import NoSpaceLeft, reporting_full_disk
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,15 @@ class LlavaViTSplitTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         self._staging_root = staging_root
         try:
-            super()._save_checkpoint(model, trial)
+            with reporting_full_disk(run_dir, name):
+                super()._save_checkpoint(model, trial)
+        except NoSpaceLeft as err:
+            if self.args.should_save:
+                shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
+            last = get_last_checkpoint(run_dir)
+            kept = f"the last good checkpoint {last} is kept" if last else "no earlier checkpoint exists"
+            cause = err.__cause__ or err
+            raise NoSpaceLeft(run_dir, f"{name} was not saved ({cause}); {kept}") from err
         finally:
             self._staging_root = None
         self.accelerator.wait_for_everyone()

@@ -1,0 +1,81 @@
+"""Run the real ``scripts/*.sh`` in one CPU process (or several with ``CPU_PROCESSES``) on tiny parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava_vitsplit.train.model_setup import BuildRecipe
+from llava_vitsplit.train.tiny_parts import SHIPPED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def script_env(parts, **overrides) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        LAUNCHER=f"{sys.executable} -m",
+        PRESET="",
+        MODEL_NAME_OR_PATH=str(parts["llm"]),
+        VISION_TOWER=str(parts["vision"]),
+        IMAGE_FOLDER=str(SHIPPED_DATA),
+        BF16="False",
+        TF32="False",
+        NUM_WORKERS="0",
+        GLOBAL_BATCH_SIZE="4",
+        PER_DEVICE_BATCH_SIZE="4",
+        SEED=str(SEED),
+        OMP_NUM_THREADS="2",
+    )
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def run_script(script: str, env: dict, *args: str, log: Path) -> None:
+    with open(log, "w") as out:
+        code = subprocess.call(
+            ["bash", str(ROOT / "scripts" / script), *args], env=env, stdout=out, stderr=out
+        )
+    if code != 0:
+        pytest.fail(
+            f"{script} exited {code}; last lines of {log}:\n"
+            + "".join(log.read_text().splitlines(True)[-40:])
+        )
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+def tiny_recipe(parts) -> BuildRecipe:
+    """The build the scripts make from the tiny parts with ``tiny_adapter_args()`` (seeded alike)."""
+    return BuildRecipe(
+        vision_tower=str(parts["vision"]),
+        language_model=str(parts["llm"]),
+        connector_type="vitsplit",
+        adapter={"num_task_layers": 1, "prior_start": 0, "num_prior_layers": 2},
+        fusion_output="vision_mlp",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_aspect_ratio="pad",
+        seed=SEED,
+    )
