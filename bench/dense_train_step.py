@@ -7,8 +7,8 @@ trains, BatchNorm + 1x1 head).
 
 Each variant lives in its own child process (so peak memory is its own: peak RSS on CPU and its growth
 over the RSS after the model was built; on CUDA ``torch.cuda.max_memory_allocated``), and the parent
-interleaves their steps: round r runs one step of every variant (order reversed every other round), so
-load from other jobs on a shared machine falls on all of them alike. Reported: the median step time and
+interleaves their steps (``bench_common.run_interleaved``), so load from other jobs on a shared machine
+falls on all of them alike. Reported: the median step time and
 its ratio to the full fine-tune. FLOPs of one step (matmuls, convolutions, attention; forward + backward)
 are counted with ``torch.utils.flop_counter`` during the first warm-up step: a load-independent measure of
 the work. ``--dtype auto`` runs under bf16 autocast where the hardware has native bf16 (see
@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import statistics
-import time
 from pathlib import Path
 
-from bench_common import machine_line, peak_rss_mib, resolve_dtype, rss_mib, torch_dtype
+from bench_common import StepBench, machine_line, resolve_dtype, run_interleaved, torch_dtype, write_json
 
 VARIANTS = ("vitsplit", "vitsplit_plainconv", "full_finetune_linear")
 
@@ -59,7 +56,7 @@ def _register_flop_formulas() -> None:
         return 4 * grad_shape[0] * c_out * grad_shape[2] * grad_shape[3] * c_in * kh * kw
 
 
-def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str):
+def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str, preset_name: str):
     """One variant's model, optimiser and training step; returns ``(step, trainable_params)``."""
     import torch
 
@@ -70,7 +67,7 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
     from llava_vitsplit.dense.presets import get_dense_preset
 
     torch.manual_seed(0)
-    preset = get_dense_preset("dense-ade20k-s")
+    preset = get_dense_preset(preset_name)
     if variant == "vitsplit_plainconv":
         preset = preset.replace(adapter={**preset.adapter, "conv_type": "plain"})
     backbone = build_backbone(preset.backbone)
@@ -88,7 +85,7 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
 
     def step() -> None:
         with autocast:
-            logits = forward(images)  # [B, 150, H, W]
+            logits = forward(images)  # [B, K, H, W]
         segmentation_loss(logits, labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -96,88 +93,19 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
     return step, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _timed(step, device: str) -> float:
-    import torch
-
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
-    tic = time.perf_counter()
-    step()
-    sync()
-    return time.perf_counter() - tic
-
-
-def _profile_table(step, rows: int) -> str:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
-
-
-def worker(variant: str, settings: dict, conn) -> None:
-    """Child process: build the variant, then serve ``flops`` / ``step`` / ``profile`` / ``finish`` requests."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if settings["threads"]:
-        torch.set_num_threads(settings["threads"])
+def build_bench(variant: str, settings: dict) -> StepBench:
+    """``bench_common.serve`` entry point: this variant's ``StepBench``."""
     _register_flop_formulas()
-    device = settings["device"]
-    step, trainable = build_step(variant, settings["batch_size"], settings["size"], device, settings["dtype"])
-    built_rss = rss_mib()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    conn.send({"trainable_params": trainable})
-    while (request := conn.recv()) != "finish":
-        if request == "flops":
-            with FlopCounterMode(display=False) as counter:
-                step()
-            conn.send(counter.get_total_flops() / 1e9)
-        elif request == "step":
-            conn.send(_timed(step, device))
-        elif request.startswith("profile"):
-            conn.send(_profile_table(step, int(request.split(":")[1])))
-    peak = peak_rss_mib()
-    memory = {"peak_rss_mib": peak, "train_rss_increase_mib": peak - built_rss}
-    if device.startswith("cuda"):
-        memory["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    conn.send(memory)
+    keys = ("batch_size", "size", "device", "dtype", "preset")
+    step, trainable = build_step(variant, *(settings[k] for k in keys))
+    return StepBench(step, settings["device"], {"dtype": settings["dtype"], "trainable_params": trainable})
 
 
-def _ask(conns: dict, variant: str, request: str):
-    conns[variant].send(request)
-    return conns[variant].recv()
-
-
-def run_interleaved(args, dtype: str) -> dict[str, dict]:
-    """Start one child per variant, interleave their steps, and collect each one's figures."""
-    ctx = mp.get_context("spawn")
-    settings = {k: getattr(args, k) for k in ("batch_size", "size", "device", "threads")} | {"dtype": dtype}
-    conns, procs = {}, []
-    for variant in args.variants:
-        parent_end, child_end = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(variant, settings, child_end), daemon=True)
-        proc.start()
-        conns[variant], results = parent_end, None
-        procs.append(proc)
-    results = {v: {"variant": v, "dtype": dtype, **conns[v].recv()} for v in args.variants}
-    for v in args.variants:  # the first warm-up step, counted
-        results[v]["gflops_per_step"] = _ask(conns, v, "flops")
-        for _ in range(args.warmup - 1):
-            _ask(conns, v, "step")
-        results[v]["step_times"] = []
-    for r in range(args.iters):
-        for v in args.variants if r % 2 == 0 else reversed(args.variants):
-            results[v]["step_times"].append(_ask(conns, v, "step"))
-    for v in args.variants:
-        if args.profile:
-            results[v]["profile"] = _ask(conns, v, f"profile:{args.profile}")
-        results[v] |= _ask(conns, v, "finish")
-        results[v]["median_s"] = statistics.median(results[v]["step_times"])
-    for proc in procs:
-        proc.join()
-    return results
+def measure(args: argparse.Namespace) -> dict[str, dict]:
+    """All requested variants, interleaved, with the settings in ``args``."""
+    settings = {k: getattr(args, k) for k in ("batch_size", "size", "device", "threads", "preset")}
+    settings["dtype"] = resolve_dtype(args.dtype, args.device)
+    return run_interleaved(build_bench, args.variants, settings, args.warmup, args.iters, args.profile)
 
 
 def _ratio(row: dict, full: dict | None, key: str, inverse: bool = False) -> str:
@@ -214,6 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--preset", default="dense-ade20k-s", help="dense preset of the ViT-Split variants")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument(
         "--threads", type=int, help="torch intra-op threads in each child (default: torch's choice)"
@@ -228,8 +157,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
-    dtype = resolve_dtype(args.dtype, args.device)
-    results = run_interleaved(args, dtype)
+    results = measure(args)
+    dtype = next(iter(results.values()))["dtype"]
     for r in results.values():
         print(r.pop("profile", ""))
         print(json.dumps(r))
@@ -239,9 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     )
     print(table(results))
     if args.json:
-        from llava_vitsplit.train.connector_io import _atomic_write
-
-        _atomic_write(args.json, lambda p: p.write_text(json.dumps(results, indent=2)))
+        write_json(args.json, results)
     return results
 
 

@@ -27,7 +27,16 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
-TORCHVISION_KERNEL_DTYPES = {"cuda": (torch.float16, torch.float32, torch.float64)}
+TORCHVISION_KERNEL_DTYPES = {
+    "cuda": (torch.float16, torch.float32, torch.float64),
+    "cpu": (torch.float32, torch.float64),
+}
+TORCHVISION_DEVICES = ("cuda",)  # where torchvision's kernel is the faster of the two
+
+
+def torchvision_compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` where torchvision's deform_conv2d has a kernel for it on ``device_type``, else float32."""
+    return dtype if dtype in TORCHVISION_KERNEL_DTYPES.get(device_type, ()) else torch.float32
 
 
 def _tap_positions(offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,11 +67,15 @@ def sampled_deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.
     sample_dtype = torch.promote_types(x.dtype, torch.float32)
     padded = F.pad(x.to(sample_dtype), (0, side_w - w, 0, side_h - h))  # [B, C, side_h, side_w]
     pos_y, pos_x = _tap_positions(offset.to(sample_dtype))  # [B, 9, h, w]
-    grid = torch.stack([(2 * pos_x + 1) / side_w - 1, (2 * pos_y + 1) / side_h - 1], dim=-1)  # [B, 9, h, w, 2]
+    grid = torch.stack(
+        [(2 * pos_x + 1) / side_w - 1, (2 * pos_y + 1) / side_h - 1], dim=-1
+    )  # [B, 9, h, w, 2]
     taps = F.grid_sample(
         padded, grid.view(b, 9 * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
     )  # [B, C, 9h, w]
-    columns = taps.to(x.dtype).reshape(b, c * 9, h * w)  # [B, C*9, h*w], row c*9 + k as in weight.view(O, C*9)
+    columns = taps.to(x.dtype).reshape(
+        b, c * 9, h * w
+    )  # [B, C*9, h*w], row c*9 + k as in weight.view(O, C*9)
     out = torch.matmul(weight.reshape(out_channels, c * 9).to(x.dtype), columns)  # [B, O, h*w]
     return out.view(b, out_channels, h, w)
 
@@ -85,14 +98,14 @@ class DeformableConv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset = self.offset(x)  # [B, 18, h, w]
-        if x.device.type not in TORCHVISION_KERNEL_DTYPES:
+        if x.device.type not in TORCHVISION_DEVICES:
             return sampled_deform_conv3x3(x, offset, self.weight)  # [B, C_out, h, w]
-        return self._torchvision_forward(x, offset)
+        return self.torchvision_forward(x, offset)
 
-    def _torchvision_forward(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    def torchvision_forward(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """torchvision's kernel in the input's dtype, or float32 where it has no kernel for it."""
         dtype = x.dtype
-        compute = dtype if dtype in TORCHVISION_KERNEL_DTYPES[x.device.type] else torch.float32
+        compute = torchvision_compute_dtype(x.device.type, dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):  # its autocast rule upcasts
             out = deform_conv2d(
                 x.to(compute), offset.to(compute), self.weight.to(compute), bias=None, padding=(1, 1)
