@@ -32,7 +32,8 @@ def test_tiny_gpu_suite_writes_every_section(tmp_path):
             assert r["mfu"] is None  # no GPU peak on a CPU
     dense = sections["dense"]["results"]
     assert set(dense) == {"vitsplit", "full_finetune_linear"}
-    assert dense["vitsplit"]["trainable_params"] < dense["full_finetune_linear"]["trainable_params"]
+    for r in dense.values():
+        assert r["trainable_params"] > 0 and r["median_s"] > 0 and r["train_rss_increase_mib"] > 0
     impls = {(r["impl"], r["dtype"]): r["compute_dtype"] for r in sections["deform_conv"]["results"]}
     assert impls[("sampled", "bf16")] == "bfloat16" and impls[("torchvision", "bf16")] == "float32"
     markdown = (out / "gpu_suite.md").read_text()
