@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -30,21 +29,28 @@ def _rss_mib() -> float:
 
 
 def run_one(
-    preset_name: str, device: str, dtype_name: str, batch: int, iters: int, warmup: int, threads: int
+    preset_name: str,
+    device: str,
+    dtype_name: str,
+    batch: int,
+    iters: int,
+    warmup: int,
+    threads: int,
+    tiny: bool = False,
 ) -> dict:
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+    from vlm_step import model_config
 
     from llava_vitsplit.backbones.hf_layers import effective_depth
     from llava_vitsplit.model.connector import build_connector
-    from llava_vitsplit.presets import get_preset
 
     torch.manual_seed(0)
     dtype = getattr(torch, DTYPES[dtype_name])
-    config = get_preset(preset_name).model_config()
+    config = model_config(preset_name, llm_layers=1, tiny=tiny)
     vision = config.vision_config
     depth = effective_depth(vision.num_hidden_layers, config.vision_feature_layer)
     k_t = config.adapter_config.num_task_layers if config.connector_type == "vitsplit" else 1
@@ -84,6 +90,7 @@ def run_one(
     times.sort()
     return {
         "preset": preset_name,
+        "dtype": dtype_name,
         "connector_params": n_params,
         "median_s": times[len(times) // 2],
         "min_s": times[0],
@@ -92,7 +99,7 @@ def run_one(
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
@@ -101,11 +108,20 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--presets", nargs="*", default=PRESETS)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny test tower/LLM widths (a quick check)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.one:
         result = run_one(
-            args.one, args.device, args.dtype, args.batch_size, args.iters, args.warmup, args.threads
+            args.one,
+            args.device,
+            args.dtype,
+            args.batch_size,
+            args.iters,
+            args.warmup,
+            args.threads,
+            args.tiny,
         )
         print(json.dumps(result))
         return 0
@@ -128,28 +144,36 @@ def main() -> int:
             str(args.warmup),
             "--threads",
             str(args.threads),
-        ]
+        ] + (["--tiny"] if args.tiny else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(f"done {name}", file=sys.stderr)
-    import torch
+    from bench_common import machine_line, write_json
 
-    machine = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"{platform.machine()} CPU, {args.threads or torch.get_num_threads()} torch threads"
-    )
     print(
-        f"machine: {machine}; batch {args.batch_size}, dtype {args.dtype}, {args.iters} timed steps after {args.warmup} warm-up"
+        f"machine: {machine_line(args.device, args.threads)}; batch {args.batch_size}, dtype {args.dtype}, "
+        f"{args.iters} timed steps after {args.warmup} warm-up"
     )
-    print("| connector (preset) | parameters | fwd+bwd median (s) | fwd+bwd min (s) | peak memory (MiB) |")
-    print("|---|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r['preset']} | {r['connector_params']:,} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['peak_mib']:,.0f} |"
-        )
-    print(f"peak memory: {results[0]['peak_kind']}")
+    print(table(results))
+    if args.json:
+        write_json(args.json, results)
     return 0
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table of the connectors, with each one's time as a multiple of the MLP projector's."""
+    mlp = next((r for r in results if r["preset"].endswith("-mlp")), None)
+    lines = [
+        "| connector (preset) | dtype | parameters | fwd+bwd median (s) | fwd+bwd min (s) | vs MLP | peak memory (MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        vs_mlp = f"{r['median_s'] / mlp['median_s']:.1f}x" if mlp else "-"
+        lines.append(
+            f"| {r['preset']} | {r['dtype']} | {r['connector_params']:,} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
+            f"{vs_mlp} | {r['peak_mib']:,.0f} |"
+        )
+    return "\n".join(lines + [f"peak memory: {results[0]['peak_kind']}"])
 
 
 if __name__ == "__main__":

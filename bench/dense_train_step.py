@@ -1,44 +1,37 @@
 """Train-step time and peak memory: ViT-Split-S vs full fine-tuning of DINOv2-S + linear head.
 
 ADE20K-512 configuration (512x512 crops, 150 classes, AdamW); random weights (speed does not depend on
-them). FLOPs of one step (matmuls, convolutions, attention; forward + backward) are counted with
-``torch.utils.flop_counter`` during the first warm-up step: a load-independent measure of the work.
-Variants: ``vitsplit`` (the ``dense-ade20k-s`` preset, deformable 3x3 convs as in the paper),
-``vitsplit_plainconv`` (the same with plain 3x3 convs: torchvision's CPU deformable-conv kernel is slow)
-and ``full_finetune_linear`` (every DINOv2-S weight trains, BatchNorm + 1x1 head). Each variant runs in its own child process so that peak memory is its own: peak RSS on CPU
-(``ru_maxrss``) and the increase over the RSS after the model was built; on CUDA
-``torch.cuda.max_memory_allocated``. Prints a JSON line per variant and a table with the ratio.
+them). Variants: ``vitsplit`` (the ``dense-ade20k-s`` preset, deformable 3x3 convs as in the paper),
+``vitsplit_plainconv`` (the same with plain 3x3 convs) and ``full_finetune_linear`` (every DINOv2-S weight
+trains, BatchNorm + 1x1 head).
 
-    .venv/bin/python bench/dense_train_step.py --batch-size 2 --warmup 1 --iters 3
+Each variant lives in its own child process (so peak memory is its own: peak RSS on CPU and its growth
+over the RSS after the model was built; on CUDA ``torch.cuda.max_memory_allocated``), and the parent
+interleaves their steps (``bench_common.run_interleaved``), so load from other jobs on a shared machine
+falls on all of them alike. Reported: the median step time and
+its ratio to the full fine-tune. FLOPs of one step (matmuls, convolutions, attention; forward + backward)
+are counted with ``torch.utils.flop_counter`` during the first warm-up step: a load-independent measure of
+the work. ``--dtype auto`` runs under bf16 autocast where the hardware has native bf16 (see
+``bench_common``), fp32 otherwise; the dtype that ran is printed. ``--profile N`` prints torch.profiler's
+per-operator table (top N by self CPU time) of one extra step per variant.
+
+    .venv/bin/python bench/dense_train_step.py --batch-size 2 --warmup 1 --iters 5 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
-import platform
-import resource
-import time
-from queue import Empty
+import statistics
+from pathlib import Path
+
+from bench_common import StepBench, machine_line, resolve_dtype, run_interleaved, torch_dtype, write_json
 
 VARIANTS = ("vitsplit", "vitsplit_plainconv", "full_finetune_linear")
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _register_flop_formulas() -> None:
-    """FLOP formulas torch's counter lacks: CPU flash attention, torchvision's deformable conv.
-
-    Deformable conv: matmul-equivalent MACs x 2 (bilinear sampling not counted); backward = 2x forward.
-    """
+    """FLOP formulas torch's counter lacks: CPU flash attention, torchvision's deformable conv."""
     import torch
     import torchvision  # noqa: F401  (registers torch.ops.torchvision)
     from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
@@ -64,24 +57,19 @@ def _register_flop_formulas() -> None:
         return 4 * grad_shape[0] * c_out * grad_shape[2] * grad_shape[3] * c_in * kh * kw
 
 
-def run_variant(
-    variant: str, batch_size: int, warmup: int, iters: int, size: int, device: str, threads: int | None, queue
-) -> None:
+def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str, preset_name: str):
+    """One variant's model, optimiser and training step; returns ``(step, trainable_params)``."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if threads:
-        torch.set_num_threads(threads)
-    _register_flop_formulas()
 
     from llava_vitsplit.dense.baseline import LinearSegmenter
     from llava_vitsplit.dense.build import build_backbone, build_model
     from llava_vitsplit.dense.losses import segmentation_loss
     from llava_vitsplit.dense.optim import build_optimizer
     from llava_vitsplit.dense.presets import get_dense_preset
+    from llava_vitsplit.dense.synthetic import tiny_preset
 
     torch.manual_seed(0)
-    preset = get_dense_preset("dense-ade20k-s")
+    preset = tiny_preset() if preset_name == "tiny" else get_dense_preset(preset_name)
     if variant == "vitsplit_plainconv":
         preset = preset.replace(adapter={**preset.adapter, "conv_type": "plain"})
     backbone = build_backbone(preset.backbone)
@@ -93,106 +81,110 @@ def run_variant(
         forward = model
     model.to(device).train()
     optimizer = build_optimizer(model, preset)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     images = torch.randn(batch_size, 3, size, size, device=device)
     labels = torch.randint(0, preset.num_classes, (batch_size, size, size), device=device)
-    built_rss = _rss_mib()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    autocast = torch.autocast(device.split(":")[0], dtype=torch_dtype(dtype), enabled=dtype != "fp32")
 
     def step() -> None:
-        loss = segmentation_loss(forward(images), labels)
+        with autocast:
+            loss = segmentation_loss(forward(images), labels)  # logits [B, K, H, W] not kept
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    with FlopCounterMode(display=False) as counter:  # the first warm-up step, counted
-        step()
-    for _ in range(warmup - 1):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        tic = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - tic)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {
-        "variant": variant,
-        "trainable_params": trainable,
-        "gflops_per_step": counter.get_total_flops() / 1e9,
-        "sec_per_step": sum(times) / len(times),
-        "step_times": times,
-        "peak_rss_mib": peak,
-        "train_rss_increase_mib": peak - built_rss,
-    }
-    if device == "cuda":
-        result["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    queue.put(result)
+    return step, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def main() -> None:
+def build_bench(variant: str, settings: dict) -> StepBench:
+    """``bench_common.serve`` entry point: this variant's ``StepBench``."""
+    _register_flop_formulas()
+    keys = ("batch_size", "size", "device", "dtype", "preset")
+    step, trainable = build_step(variant, *(settings[k] for k in keys))
+    return StepBench(step, settings["device"], {"dtype": settings["dtype"], "trainable_params": trainable})
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict]:
+    """All requested variants, interleaved, with the settings in ``args``."""
+    settings = {k: getattr(args, k) for k in ("batch_size", "size", "device", "threads", "preset")}
+    settings["dtype"] = resolve_dtype(args.dtype, args.device)
+    return run_interleaved(build_bench, args.variants, settings, args.warmup, args.iters, args.profile)
+
+
+def _ratio(row: dict, full: dict | None, key: str, inverse: bool = False) -> str:
+    if not full:
+        return "-"
+    return f"{(full[key] / row[key]) if inverse else (row[key] / full[key]):.2f}x"
+
+
+def _paired_speedup(row: dict, full: dict | None) -> str:
+    """Median over rounds of full's step time / this variant's step time in the same round."""
+    if not full:
+        return "-"
+    pairs = [f / v for f, v in zip(full["step_times"], row["step_times"], strict=True)]
+    return f"{statistics.median(pairs):.2f}x"
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown table with the time, FLOP and training-memory ratios against the full fine-tune."""
+    full = results.get("full_finetune_linear")
+    lines = [
+        "| variant | dtype | trainable | GFLOP/step | FLOP ratio | median s/step | speed vs full | "
+        "per-round speed vs full (median) | peak RSS MiB | train +MiB | train memory vs full |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results.values():
+        ratio = lambda key, inverse=False, r=r: _ratio(r, full, key, inverse)  # noqa: E731
+        lines.append(
+            f"| {r['variant']} | {r['dtype']} | {r['trainable_params'] / 1e6:.1f}M | {r['gflops_per_step']:.0f} | "
+            f"{ratio('gflops_per_step', True)} | {r['median_s']:.2f} | {ratio('median_s', True)} | "
+            f"{_paired_speedup(r, full)} | "
+            f"{r['peak_rss_mib']:.0f} | {r['train_rss_increase_mib']:.0f} | {ratio('train_rss_increase_mib')} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=2, help="paper: 16 (8 per GPU x 2); CPU: 2")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--iters", type=int, default=3)
+    p.add_argument(
+        "--warmup", type=int, default=1, help="untimed steps per variant (>= 1: the first counts FLOPs)"
+    )
+    p.add_argument("--iters", type=int, default=5, help="interleaved timed rounds")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--preset",
+        default="dense-ade20k-s",
+        help="dense preset of the ViT-Split variants ('tiny': the tiny test preset)",
+    )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument(
         "--threads", type=int, help="torch intra-op threads in each child (default: torch's choice)"
     )
-    args = p.parse_args()
-    ctx = mp.get_context("spawn")
-    results = {}
-    for variant in args.variants:
-        queue = ctx.Queue()
-        proc = ctx.Process(
-            target=run_variant,
-            args=(
-                variant,
-                args.batch_size,
-                args.warmup,
-                args.iters,
-                args.size,
-                args.device,
-                args.threads,
-                queue,
-            ),
-        )
-        proc.start()
-        while True:
-            try:
-                results[variant] = queue.get(timeout=5)
-                break
-            except Empty:
-                if not proc.is_alive():
-                    raise RuntimeError(f"variant {variant} exited with code {proc.exitcode}") from None
-        proc.join()
-        print(json.dumps(results[variant]))
-    import torch
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top-N operator table")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    if args.warmup < 1 or args.iters < 1:
+        p.error("--warmup and --iters must be >= 1")
+    return args
 
-    print(
-        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads or torch.get_num_threads()}, "
-        f"load average {os.getloadavg()[0]:.1f}; device {args.device}; batch {args.batch_size} x "
-        f"{args.size}x{args.size}; {args.iters} timed steps after {args.warmup} warm-up"
-    )
-    print(
-        f"{'variant':<22} {'trainable':>10} {'GFLOP/step':>11} {'FLOP vs full':>13} {'s/step':>8} {'vs full':>8} "
-        f"{'peak RSS MiB':>13} {'train +MiB':>11}"
-    )
-    full = results.get("full_finetune_linear")
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    args = parse_args(argv)
+    results = measure(args)
+    dtype = next(iter(results.values()))["dtype"]
     for r in results.values():
-        speed = f"{full['sec_per_step'] / r['sec_per_step']:.2f}x" if full else "-"
-        work = f"{full['gflops_per_step'] / r['gflops_per_step']:.2f}x" if full else "-"
-        print(
-            f"{r['variant']:<22} {r['trainable_params'] / 1e6:>9.1f}M {r['gflops_per_step']:>11.0f} {work:>13} "
-            f"{r['sec_per_step']:>8.2f} {speed:>8} "
-            f"{r['peak_rss_mib']:>13.0f} {r['train_rss_increase_mib']:>11.0f}"
-        )
+        print(r.pop("profile", ""))
+        print(json.dumps(r))
+    print(
+        f"\nmachine: {machine_line(args.device, args.threads)}; device {args.device}, {dtype}; batch "
+        f"{args.batch_size} x {args.size}x{args.size}; {args.iters} interleaved timed rounds after {args.warmup} warm-up"
+    )
+    print(table(results))
+    if args.json:
+        write_json(args.json, results)
+    return results
 
 
 if __name__ == "__main__":

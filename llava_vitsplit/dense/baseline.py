@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from llava_vitsplit.adapter import tokens_to_map
 from llava_vitsplit.backbones.base import FrozenBackbone
+from llava_vitsplit.dense.model import resize_to_input
 
 
 class LinearSegmenter(nn.Module):
@@ -36,5 +36,4 @@ class LinearSegmenter(nn.Module):
             hidden = self.backbone.norm(hidden)
         features = tokens_to_map(hidden[:, self.backbone.num_prefix_tokens :], grid_hw)  # [B, C, h, w]
         logits = self.classifier(self.norm(features))  # [B, K, h, w]
-        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[..., :height, :width]  # [B, K, H, W]
+        return resize_to_input(logits, grid_hw, self.backbone.patch_size, (height, width))  # [B, K, H, W]

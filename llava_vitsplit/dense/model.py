@@ -12,12 +12,26 @@ from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from llava_vitsplit.adapter import ViTSplitAdapter
 from llava_vitsplit.backbones.base import BackboneOutput, FrozenBackbone
 
 TASKS = ("segmentation", "depth", "detection")
+
+
+def resize_to_input(
+    pred: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, input_hw: tuple[int, int]
+) -> torch.Tensor:
+    """Bilinearly resize ``[B, K, s*h, s*w]`` to the padded input ``[B, K, h*p, w*p]``, cropped to ``input_hw``.
+
+    Equal to ``F.interpolate(pred, size=(h*p, w*p), mode="bilinear")[..., :H, :W]``, but computed for the
+    kept pixels only: the resize op is given the padded size's scale factors and the cropped output size,
+    so no full-size map is made, cropped and copied (forward and backward).
+    """
+    (grid_h, grid_w), (height, width) = grid_hw, input_hw
+    scale_h = grid_h * patch_size / pred.shape[-2]
+    scale_w = grid_w * patch_size / pred.shape[-1]
+    return torch.ops.aten.upsample_bilinear2d(pred, [height, width], False, scale_h, scale_w)  # [B, K, H, W]
 
 
 class TaskBranch(nn.Module):
@@ -34,12 +48,7 @@ class TaskBranch(nn.Module):
     def forward(self, features: BackboneOutput, norm: nn.Module | None, patch_size: int) -> torch.Tensor:
         fused = self.adapter(features.hidden_states, features.grid_hw, norm=norm)  # [B, C, h, w]
         pred = self.head(fused)  # [B, K, 4h, 4w]
-        gh, gw = features.grid_hw
-        pred = F.interpolate(
-            pred, size=(gh * patch_size, gw * patch_size), mode="bilinear", align_corners=False
-        )
-        height, width = features.input_hw
-        return pred[..., :height, :width]  # [B, K, H, W]
+        return resize_to_input(pred, features.grid_hw, patch_size, features.input_hw)  # [B, K, H, W]
 
 
 class DenseModel(nn.Module):

@@ -1,0 +1,152 @@
+"""The faster layers of the dense speed-up equal the layers they replace (values and gradients).
+
+- ``sampled_deform_conv3x3`` (CPU path of the deformable conv) vs ``torchvision.ops.deform_conv2d``;
+  on CPU neither float32 nor bfloat16 goes through torchvision's kernel, and bf16 matmuls stay bf16.
+- ``PixelUpsample2x`` vs ``nn.ConvTranspose2d(k=2, s=2)`` with the same weights and state-dict keys.
+- ``resize_to_input`` vs ``F.interpolate`` to the padded size followed by the crop, without making the
+  padded-size map.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.ops import deform_conv2d
+
+from llava_vitsplit.adapter import conv as conv_module
+from llava_vitsplit.adapter.conv import DeformableConv3x3, sampled_deform_conv3x3, torchvision_compute_dtype
+from llava_vitsplit.dense.heads import PixelUpsample2x, SegmentationHead
+from llava_vitsplit.dense.model import resize_to_input
+
+
+class _OpLog(TorchDispatchMode):
+    """Records ``(op name, output shape, output dtype)`` of every aten/torchvision op run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, tuple[int, ...], torch.dtype]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, tuple | list) and out else out
+        if isinstance(first, torch.Tensor):
+            self.ops.append((str(func.overloadpacket.__name__), tuple(first.shape), first.dtype))
+        return out
+
+
+def _grads(out: torch.Tensor, inputs, seed: int = 1):
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return torch.autograd.grad(out, inputs, grad)
+
+
+@pytest.mark.parametrize(
+    "shape, offset_scale",
+    [((2, 5, 7, 6, 9), 2.0), ((1, 3, 4, 5, 5), 0.0), ((1, 3, 4, 1, 1), 1.5), ((1, 2, 2, 3, 4), 8.0)],
+    ids=["random-offsets", "zero-offsets", "1x1-map", "far-out-of-bounds"],
+)
+def test_sampled_deform_conv_equals_torchvision_with_gradients(shape, offset_scale):
+    b, c, o, h, w = shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    offset = (torch.randn(b, 18, h, w, generator=gen, dtype=torch.float64) * offset_scale).requires_grad_()
+    weight = torch.randn(o, c, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref = deform_conv2d(x, offset, weight, padding=(1, 1))
+    ours = sampled_deform_conv3x3(x, offset, weight)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+    # zero offsets (the initialisation) sit on the kinks of bilinear sampling: the offset gradient
+    # must still take torchvision's one-sided derivative
+    for mine, theirs in zip(_grads(ours, (x, offset, weight)), _grads(ref, (x, offset, weight)), strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-12, rtol=1e-12)
+
+
+def test_cpu_deformable_conv_never_calls_torchvision_kernel(monkeypatch):
+    torch.manual_seed(0)
+    dcn = DeformableConv3x3(4, 6)
+    nn.init.normal_(dcn.offset.weight, std=0.3)
+    x = torch.randn(2, 4, 5, 7)
+    expected = deform_conv2d(x, dcn.offset(x), dcn.weight, padding=(1, 1))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torchvision's deform_conv2d ran on CPU")
+
+    monkeypatch.setattr(conv_module, "deform_conv2d", refuse)
+    torch.testing.assert_close(dcn(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_bfloat16_deformable_conv_keeps_its_matmul_in_bfloat16():
+    torch.manual_seed(0)
+    dcn = DeformableConv3x3(8, 8)
+    nn.init.normal_(dcn.offset.weight, std=0.2)
+    x = torch.randn(2, 8, 6, 6)
+    reference = dcn(x)
+    dcn_bf16 = dcn.to(torch.bfloat16)
+    with _OpLog() as log:
+        out = dcn_bf16(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    matmuls = [dtype for name, _, dtype in log.ops if name in ("mm", "bmm", "matmul")]
+    assert matmuls and all(d == torch.bfloat16 for d in matmuls), log.ops
+    assert not any(name == "deform_conv2d" for name, _, _ in log.ops)
+    torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_torchvision_path_upcasts_only_dtypes_without_a_kernel():
+    assert torchvision_compute_dtype("cuda", torch.float16) == torch.float16
+    assert torchvision_compute_dtype("cuda", torch.bfloat16) == torch.float32
+    assert torchvision_compute_dtype("cpu", torch.bfloat16) == torch.float32
+    assert torchvision_compute_dtype("cpu", torch.float64) == torch.float64
+    torch.manual_seed(0)
+    dcn = DeformableConv3x3(3, 5).to(torch.bfloat16)
+    nn.init.normal_(dcn.offset.weight, std=0.3)
+    x = torch.randn(1, 3, 4, 4, dtype=torch.bfloat16)
+    offset = dcn.offset(x)
+    out = dcn.torchvision_forward(x, offset)  # the CUDA path, run here on CPU: upcast, cast back
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, sampled_deform_conv3x3(x, offset, dcn.weight), atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("c_in, c_out, h, w", [(6, 4, 3, 5), (16, 16, 1, 2)])
+def test_pixel_upsample_equals_transposed_conv_with_gradients(c_in, c_out, h, w):
+    torch.manual_seed(0)
+    reference = nn.ConvTranspose2d(c_in, c_out, kernel_size=2, stride=2).double()
+    fast = PixelUpsample2x(c_in, c_out).double()
+    assert fast.state_dict().keys() == reference.state_dict().keys()
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(2, c_in, h, w, dtype=torch.float64, requires_grad=True)
+    ours, ref = fast(x), reference(x)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+    mine = _grads(ours, (x, fast.weight, fast.bias))
+    theirs = _grads(ref, (x, reference.weight, reference.bias))
+    for a, b in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_segmentation_head_keeps_its_parameters_and_state_dict_keys():
+    head = SegmentationHead(32, 7)
+    assert list(head.state_dict()) == [
+        "upsample.0.0.weight", "upsample.0.0.bias", "upsample.0.1.weight", "upsample.0.1.bias",
+        "upsample.1.0.weight", "upsample.1.0.bias", "upsample.1.1.weight", "upsample.1.1.bias",
+        "norm.weight", "norm.bias", "norm.running_mean", "norm.running_var", "norm.num_batches_tracked",
+        "classifier.weight", "classifier.bias",
+    ]  # fmt: skip
+    assert sum(p.numel() for p in head.parameters()) == 2 * (32 * 32 * 4 + 32 + 2 * 32) + 2 * 32 + 32 * 7 + 7
+
+
+@pytest.mark.parametrize(
+    "grid, input_hw, pred_hw", [((37, 37), (512, 512), (148, 148)), ((3, 5), (40, 63), (12, 20))]
+)
+def test_resize_to_input_equals_interpolate_then_crop_without_the_padded_map(grid, input_hw, pred_hw):
+    patch = 14
+    pred = torch.randn(2, 3, *pred_hw, dtype=torch.float64, requires_grad=True)
+    padded = (grid[0] * patch, grid[1] * patch)
+    ref = F.interpolate(pred, size=padded, mode="bilinear", align_corners=False)[
+        ..., : input_hw[0], : input_hw[1]
+    ]
+    with _OpLog() as log:
+        ours = resize_to_input(pred, grid, patch, input_hw)
+    torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(_grads(ours, (pred,))[0], _grads(ref, (pred,))[0], atol=1e-10, rtol=1e-10)
+    if padded != input_hw:
+        assert not any(shape[-2:] == padded for _, shape, _ in log.ops), log.ops
