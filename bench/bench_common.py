@@ -210,6 +210,6 @@ def write_json(path, data) -> None:
     import json
     from pathlib import Path
 
-    from llava_vitsplit.train.connector_io import _atomic_write
+    from llava_vitsplit.util.atomic import write_atomic
 
-    _atomic_write(Path(path), lambda p: p.write_text(json.dumps(data, indent=2)))
+    write_atomic(Path(path), lambda p: p.write_text(json.dumps(data, indent=2)))

@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
     report["total_seconds"] = time.perf_counter() - start
     write_json(args.out / "gpu_suite.json", report)
     markdown = render_markdown(report)
-    from llava_vitsplit.train.connector_io import _atomic_write
+    from llava_vitsplit.util.atomic import write_atomic
 
-    _atomic_write(args.out / "gpu_suite.md", lambda path: path.write_text(markdown))
+    write_atomic(args.out / "gpu_suite.md", lambda path: path.write_text(markdown))
     print(markdown)
     return report
 

@@ -19,7 +19,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_vitsplit.data.easy_vqa import _write_atomic
 from llava_vitsplit.lmms_eval_plugin import paper_scores
 from llava_vitsplit.lmms_eval_plugin.results import (
     TaskRun,
@@ -28,6 +27,7 @@ from llava_vitsplit.lmms_eval_plugin.results import (
     submission_files,
     task_runs,
 )
+from llava_vitsplit.util.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sys.stdout.write(text)
     if args.output:
-        _write_atomic(Path(args.output), lambda tmp: tmp.write_text(text))
+        write_atomic(Path(args.output), lambda tmp: tmp.write_text(text))
     for error in errors:
         print(f"collect_results: error: {error}; no score is reported for it", file=sys.stderr)
     return 1 if errors else 0

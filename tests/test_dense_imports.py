@@ -18,7 +18,12 @@ import llava_vitsplit
 PACKAGE_DIR = Path(llava_vitsplit.__file__).parent
 
 # llava_vitsplit modules the dense code may load; anything else (model, training, serving, eval, data) may not.
-ALLOWED_OWN = ("llava_vitsplit.adapter", "llava_vitsplit.backbones", "llava_vitsplit.dense")
+ALLOWED_OWN = (
+    "llava_vitsplit.adapter",
+    "llava_vitsplit.backbones",
+    "llava_vitsplit.dense",
+    "llava_vitsplit.util",
+)
 # transformers model families the dense code may load (vision towers + the auto machinery, which
 # loads encoder_decoder itself).
 ALLOWED_TRANSFORMERS = {"auto", "encoder_decoder", "dinov2", "dinov2_with_registers", "clip"}

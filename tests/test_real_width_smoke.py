@@ -114,9 +114,9 @@ def test_real_scripts_run_at_real_width(tmp_path):
     report["test_process_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(report))
     if os.environ.get("SMOKE_REPORT"):
-        from llava_vitsplit.train.connector_io import _atomic_write
+        from llava_vitsplit.util.atomic import write_atomic
 
-        _atomic_write(Path(os.environ["SMOKE_REPORT"]), lambda p: p.write_text(json.dumps(report, indent=2)))
+        write_atomic(Path(os.environ["SMOKE_REPORT"]), lambda p: p.write_text(json.dumps(report, indent=2)))
 
 
 def run_stage2(parts: dict[str, Path], stage1: Path, stage2: Path, tmp_path: Path) -> dict:

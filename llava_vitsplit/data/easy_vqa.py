@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import shutil
@@ -39,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from llava_vitsplit.util import atomic
+from llava_vitsplit.util.atomic import write_jsonl
 
 SPLITS = ("train", "test")
 SHORT_ANSWER_PROMPT = "\nAnswer the question using a single word or phrase."
@@ -326,18 +328,8 @@ def eval_rows(split: Split) -> list[dict[str, Any]]:
     ]
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, data: Any) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    atomic.write_json(path, data, indent=1)
 
 
 class Steps:

@@ -13,15 +13,14 @@ truncated data as an error even when another library has set PIL's process-wide
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from llava_vitsplit.data.records import DataProblem
+from llava_vitsplit.util.pil import truncation_is_an_error
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -47,16 +46,6 @@ class ImageDecodeError(ValueError):
     """An image file that cannot be used; the message names it."""
 
 
-@contextmanager
-def _truncation_is_an_error() -> Iterator[None]:
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
-
-
 def check_dimensions(image: Image.Image, name: str, max_pixels: int | None = None) -> None:
     """Refuse an image with an empty side or more than ``max_pixels`` pixels (header only, no decode)."""
     width, height = image.size
@@ -71,7 +60,7 @@ def check_dimensions(image: Image.Image, name: str, max_pixels: int | None = Non
 def decode_rgb(source: str | Path | BinaryIO, name: str, max_pixels: int | None = None) -> Image.Image:
     """Fully decode ``source`` into an 8-bit RGB image or raise ``ImageDecodeError`` naming ``name``."""
     try:
-        with _truncation_is_an_error(), Image.open(source) as image:
+        with truncation_is_an_error(), Image.open(source) as image:
             check_dimensions(image, name, max_pixels)
             image.load()
             rgb = to_rgb(image)

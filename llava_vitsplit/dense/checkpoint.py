@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from llava_vitsplit.dense.atomic import publish, write_atomic, write_json
+from llava_vitsplit.util.atomic import publish, write_atomic, write_json
 
 FORMAT = "llava_vitsplit.dense/2"
 LEGACY_FORMAT = "llava_vitsplit.dense/1"

@@ -21,16 +21,17 @@ transforms v2 (boxes XYXY, masks, labels = COCO category ids).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+
+from llava_vitsplit.util.pil import truncation_is_an_error
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # 16-bit single-channel PIL modes a depth PNG may open as.
@@ -166,27 +167,12 @@ def depth_pairs(
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-@contextmanager
-def strict_decoding() -> Iterator[None]:
-    """Truncated files raise while inside, whatever PIL's process-wide ``LOAD_TRUNCATED_IMAGES`` says.
-
-    Some libraries (lmms-eval, on import) switch it on, which would make a truncated photo load as a
-    partly grey image. Parallel readers run inside one outer ``strict_decoding()`` so that the nested
-    per-file ones restore ``False``, never another thread's setting.
-    """
-    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
-
-
 def load_rgb(path: Path) -> Image.Image:
     """The image fully decoded as RGB; a file PIL cannot decode raises ``BadSample("unreadable")``."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"image file {path} does not exist")
     try:
-        with strict_decoding(), Image.open(path) as img:
+        with truncation_is_an_error(), Image.open(path) as img:
             return img.convert("RGB")
     except _DECODE_ERRORS as exc:
         raise BadSample("unreadable", path, f"cannot read image {path}: {exc}") from exc
@@ -195,7 +181,7 @@ def load_rgb(path: Path) -> Image.Image:
 def _open_array(path: Path, modes: tuple[str, ...], expected: str, kind: str) -> np.ndarray:
     """A single-channel PNG decoded to ``[H, W]`` int64; other modes raise ``BadSample(kind)``."""
     try:
-        with strict_decoding(), Image.open(path) as img:
+        with truncation_is_an_error(), Image.open(path) as img:
             if img.mode not in modes:
                 raise BadSample(kind, path, f"{path} has mode {img.mode}; expected {expected}")
             return np.array(img, dtype=np.int64)

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from llava_vitsplit.dense.atomic import temporary_name
 from llava_vitsplit.dense.checkpoint import (
     LEGACY_FORMAT,
     save_checkpoint,
@@ -23,6 +22,7 @@ from llava_vitsplit.dense.checkpoint import (
     step_folder,
 )
 from llava_vitsplit.dense.resume import numpy_state
+from llava_vitsplit.util.atomic import temporary_name
 
 
 def _numpy_array_globals() -> list[Any]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from llava_vitsplit.dense.atomic import write_lines
+from llava_vitsplit.util.atomic import write_lines
 
 _WORKER_STREAM = 1  # separates the worker seeds from the sample-order stream of the same epoch
 

@@ -24,7 +24,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from llava_vitsplit.dense.atomic import remove_stale_temporaries, write_json
 from llava_vitsplit.dense.build import build_backbone, build_detector, build_model
 from llava_vitsplit.dense.checkpoint import (
     backbone_source,
@@ -54,6 +53,7 @@ from llava_vitsplit.dense.resume import (
     set_rng_state,
 )
 from llava_vitsplit.dense.validate import BadDataError, DataReport, cached_validation
+from llava_vitsplit.util.atomic import remove_stale_temporaries, write_json
 
 
 @dataclass

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from llava_vitsplit.dense.atomic import write_json
 from llava_vitsplit.dense.data import (
     BadSample,
     check_same_size,
@@ -34,11 +33,12 @@ from llava_vitsplit.dense.data import (
     load_depth,
     load_rgb,
     segmentation_pairs,
-    strict_decoding,
     unknown_class_ids,
 )
 from llava_vitsplit.dense.presets import DensePreset
 from llava_vitsplit.dense.validate_coco import coco_files, coco_image_problems
+from llava_vitsplit.util.atomic import write_json
+from llava_vitsplit.util.pil import truncation_is_an_error
 
 CHECK_VERSION = 1  # bump when a check changes, so old cached reports are not reused
 
@@ -154,7 +154,7 @@ def _run_parallel(check, items: list, workers: int | None, desc: str, progress: 
     if not items:
         return []
     workers = workers or min(8, os.cpu_count() or 1)
-    with strict_decoding():
+    with truncation_is_an_error():
         results = thread_map(
             check, items, max_workers=workers, desc=desc, disable=not progress, unit="sample"
         )

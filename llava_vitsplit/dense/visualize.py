@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from llava_vitsplit.dense.atomic import write_atomic
+from llava_vitsplit.util.atomic import write_atomic
 
 
 def _save_png(img: Image.Image, path: str | Path) -> Path:

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llava_vitsplit.data.easy_vqa import write_json, write_jsonl
 from llava_vitsplit.serve.images import ImageLoadError, load_image
+from llava_vitsplit.util.atomic import write_json, write_jsonl
 
 DEFAULT_DECODE_WORKERS = min(8, os.cpu_count() or 1)
 

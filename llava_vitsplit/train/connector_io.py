@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llava_vitsplit.train.provenance import part_provenance, provenance_mismatch
+from llava_vitsplit.util.atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,6 @@ def _gathered(parameters: list[torch.nn.Parameter]):
     return nullcontext()
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_connector(
     model,
     out_dir: str | Path,
@@ -85,10 +79,10 @@ def save_connector(
     if is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         settings = connector_settings(model, **provenance)
-        _atomic_write(
+        write_atomic(
             out_dir / CONNECTOR_WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"})
         )
-        _atomic_write(out_dir / CONNECTOR_CONFIG, lambda p: p.write_text(json.dumps(settings, indent=2)))
+        write_atomic(out_dir / CONNECTOR_CONFIG, lambda p: p.write_text(json.dumps(settings, indent=2)))
     return out_dir / CONNECTOR_WEIGHTS
 
 

@@ -30,11 +30,11 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from llava_vitsplit.dense.atomic import write_json
     from llava_vitsplit.dense.evaluation import evaluate_dense, evaluate_detection
     from llava_vitsplit.dense.loading import load_models
     from llava_vitsplit.dense.pipeline import build_dataset
     from llava_vitsplit.dense.validate import BadDataError, validate_split
+    from llava_vitsplit.util.atomic import write_json
 
     device = torch.device(args.device)
     loaded = load_models([args.checkpoint], args.backbone_weights, device)

@@ -90,8 +90,8 @@ def _predict_detections(loaded, rgb, path: Path, out: Path, device, score_thresh
     import torch
     from torchvision.transforms.v2 import functional as TF
 
-    from llava_vitsplit.dense.atomic import write_json
     from llava_vitsplit.dense.visualize import save_detections
+    from llava_vitsplit.util.atomic import write_json
 
     image = TF.to_dtype(TF.to_image(rgb), torch.float32, scale=True)  # [3, H, W] in [0, 1]
     for preset, model in loaded.detectors:

@@ -22,9 +22,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", help="also write the report(s) to this JSON file")
     args = p.parse_args(argv)
 
-    from llava_vitsplit.dense.atomic import write_json
     from llava_vitsplit.dense.presets import load_preset
     from llava_vitsplit.dense.validate import validate_split
+    from llava_vitsplit.util.atomic import write_json
 
     preset = load_preset(args.preset)
     reports = [

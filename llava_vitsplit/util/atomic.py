@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,13 @@ def publish(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+def write_json(path: str | Path, data: Any, indent: int = 2) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=indent) + "\n"))
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    """One JSON object a line."""
+    return write_atomic(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
 
 
 def write_lines(path: str | Path, lines: list[str]) -> Path:
