@@ -8,6 +8,10 @@ file (a line cut short by a crash is dropped), so an interrupted run resumes whe
 Sharding: ``--num-chunks N --chunk-idx K`` answers the K-th of N contiguous, near-equal slices (one
 process per GPU); ``--merge SHARD...`` then writes all answers in question-file order and checks that
 every question was answered exactly once. Decoding is greedy unless ``--temperature`` > 0.
+
+Engines: ``--engine transformers`` (default) runs ``generate``; ``--engine vllm`` runs the same prompts
+through vLLM (``make vllm``; same files, resume and sharding; larger default batches, since vLLM
+schedules a batch's requests itself).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import argparse
 import json
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from llava_vitsplit.serve.images import ImageLoadError, load_image
+from llava_vitsplit.serve.vllm_plugin import VLLMUnavailableError, require_vllm
 
 
 class AnswerError(ValueError):
@@ -129,6 +134,25 @@ def check_images(questions: Iterable[dict], image_folder: Path | None) -> None:
         raise AnswerError(f"{len(missing)} image file(s) not found:\n  {shown}{more}")
 
 
+DEFAULT_BATCH_SIZES = {"transformers": 8, "vllm": 256}
+
+
+def open_engine(args: argparse.Namespace, settings) -> tuple[object, Callable]:
+    """The processor (for prompts) and ``generate(prompts, images) -> replies`` of ``args.engine``."""
+    if args.engine == "vllm":
+        from llava_vitsplit.serve.vllm_engine import VLLMEngine, sampling_params
+
+        require_vllm()
+        sampling_params(settings)  # refuse unsupported settings before the engine starts
+        engine = VLLMEngine.open(args.model, dtype=args.dtype)
+        return engine.processor, lambda prompts, images: engine.generate(prompts, images, settings)
+    from llava_vitsplit.serve.generation import generate_batch
+    from llava_vitsplit.serve.loading import load_model
+
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    return loaded.processor, lambda prompts, images: generate_batch(loaded, prompts, images, settings)
+
+
 def batches(items: Sequence, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
@@ -137,14 +161,10 @@ def batches(items: Sequence, size: int) -> Iterable[list]:
 def answer_questions(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from llava_vitsplit.serve.generation import (
-        GenerationSettings,
-        generate_batch,
-        render_prompt,
-        user_messages,
-    )
-    from llava_vitsplit.serve.loading import load_model
+    from llava_vitsplit.serve.generation import GenerationSettings, render_prompt, user_messages
 
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH_SIZES[args.engine]
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     settings = GenerationSettings(
@@ -166,7 +186,7 @@ def answer_questions(args: argparse.Namespace) -> int:
     )
     if not todo:
         return 0
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    processor, generate = open_engine(args, settings)
     model_id = args.model_id or Path(args.model.rstrip("/")).name
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     with answers_file.open("a", encoding="utf-8") as out, tqdm(total=len(todo), file=sys.stderr) as bar:
@@ -180,9 +200,9 @@ def answer_questions(args: argparse.Namespace) -> int:
                         images.append(load_image(path))
                     except ImageLoadError as exc:
                         raise AnswerError(f"question_id {question['question_id']!r}: {exc}") from exc
-                prompts.append(render_prompt(loaded.processor, user_messages(text, path is not None)))
+                prompts.append(render_prompt(processor, user_messages(text, path is not None)))
                 texts.append(text)
-            replies = generate_batch(loaded, prompts, images, settings)
+            replies = generate(prompts, images)
             for question, text, reply in zip(batch, texts, replies, strict=True):
                 record = {
                     "question_id": question["question_id"],
@@ -245,7 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-id", default=None, help="model_id written in answers (default: folder name)")
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--chunk-idx", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="questions per batch (and per write to the answers file); default 8, with --engine vllm 256",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=tuple(DEFAULT_BATCH_SIZES),
+        default="transformers",
+        help="transformers generate (default) or vLLM (needs `make vllm`: run .venv-vllm/bin/llava-vitsplit)",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--num-beams", type=int, default=1)
@@ -274,6 +305,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model:
             parser.error("--model is required (unless --merge)")
         return answer_questions(args)
-    except (AnswerError, FileNotFoundError, ValueError) as exc:
+    except (AnswerError, FileNotFoundError, ValueError, VLLMUnavailableError) as exc:
         print(f"llava-vitsplit answer: {exc}", file=sys.stderr)
         return 2
