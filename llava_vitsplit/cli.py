@@ -56,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llava_vitsplit.serve.answer",
         "Batch inference on LLaVA question JSONL (shardable, resumable)",
     ),
+    "serve": (
+        "llava_vitsplit.serve.vllm_server",
+        "vLLM's OpenAI-compatible server on a checkpoint (127.0.0.1 unless --public; `make vllm`)",
+    ),
 }
 
 

@@ -105,14 +105,17 @@ def save_tiny_vision_tower(
     return out_dir
 
 
-def tiny_text_config(vocab_size: int, tokenizer=None) -> LlamaConfig:
+def tiny_text_config(
+    vocab_size: int, tokenizer=None, width: int = TINY_WIDTH, num_heads: int = 4
+) -> LlamaConfig:
+    """A 2-layer Llama; head_dim is ``width // num_heads`` (vLLM's CPU attention needs it >= 32)."""
     return LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=TINY_WIDTH,
-        intermediate_size=2 * TINY_WIDTH,
+        hidden_size=width,
+        intermediate_size=2 * width,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
         max_position_embeddings=512,
         bos_token_id=getattr(tokenizer, "bos_token_id", 1),
         eos_token_id=getattr(tokenizer, "eos_token_id", 2),
@@ -120,11 +123,13 @@ def tiny_text_config(vocab_size: int, tokenizer=None) -> LlamaConfig:
     )
 
 
-def save_tiny_language_model(out_dir: str | Path, tokenizer=None, seed: int = 0) -> Path:
+def save_tiny_language_model(
+    out_dir: str | Path, tokenizer=None, seed: int = 0, width: int = TINY_WIDTH, num_heads: int = 4
+) -> Path:
     out_dir = Path(out_dir)
     tokenizer = tokenizer or make_bpe_tokenizer()
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_text_config(len(tokenizer), tokenizer))
+    model = LlamaForCausalLM(tiny_text_config(len(tokenizer), tokenizer, width, num_heads))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
@@ -144,14 +149,19 @@ def build_tiny_checkpoint(
     fusion_output: str = "vision_mlp",
     tokenizer=None,
     seed: int = 0,
+    text_width: int = TINY_WIDTH,
+    text_heads: int = 4,
 ):
-    """Build and save a complete tiny checkpoint; returns ``(path, model, processor)``."""
+    """Build and save a complete tiny checkpoint; returns ``(path, model, processor)``.
+
+    ``text_width`` / ``text_heads`` size the LM (vLLM tests use 64 / 2: head_dim 32).
+    """
     from llava_vitsplit.model.builder import build_model
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as parts:
         vision_dir = save_tiny_vision_tower(Path(parts) / "vision", kind, seed)
-        lm_dir = save_tiny_language_model(Path(parts) / "lm", tokenizer, seed)
+        lm_dir = save_tiny_language_model(Path(parts) / "lm", tokenizer, seed, text_width, text_heads)
         model, processor = build_model(
             str(vision_dir),
             str(lm_dir),

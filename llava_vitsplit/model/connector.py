@@ -52,7 +52,8 @@ class ViTSplitConnector(nn.Module):
         self, hidden_states: Sequence[torch.Tensor], grid_hw: tuple[int, int]
     ) -> torch.Tensor:
         fused = self.adapter(hidden_states, grid_hw)  # [B, C_out, h, w]
-        tokens = fused.flatten(2).transpose(1, 2)  # [B, h*w, C_out]
+        # contiguous: a transposed view is refused by serving engines' fused linear kernels (vLLM)
+        tokens = fused.flatten(2).transpose(1, 2).contiguous()  # [B, h*w, C_out]
         return self.mlp(tokens) if self.mlp is not None else tokens  # [B, h*w, D_llm]
 
 

@@ -14,6 +14,10 @@ bar); all bad ones (missing, corrupt, truncated, too many pixels) are listed tog
 one rerun fixes them all. ``--skip-bad`` answers the others instead and writes the skipped ids with
 their reasons to a side file (``<answers>.skipped.json`` by default, rewritten atomically by every such
 run); ``--merge`` accepts questions missing from a shard when that shard's side file lists them.
+
+Engines: ``--engine transformers`` (default) runs ``generate``; ``--engine vllm`` runs the same prompts
+through vLLM (``make vllm``; same files, resume and sharding; larger default batches, since vLLM
+schedules a batch's requests itself).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from llava_vitsplit.serve.images import ImageLoadError, load_image
+from llava_vitsplit.serve.vllm_plugin import VLLMUnavailableError, require_vllm
 from llava_vitsplit.util.atomic import write_json, write_jsonl
 
 DEFAULT_DECODE_WORKERS = min(8, os.cpu_count() or 1)
@@ -242,6 +247,25 @@ def answerable_questions(todo: Sequence[dict], args: argparse.Namespace) -> list
     return [q for q in todo if q["question_id"] not in bad_ids]
 
 
+DEFAULT_BATCH_SIZES = {"transformers": 8, "vllm": 256}
+
+
+def open_engine(args: argparse.Namespace, settings) -> tuple[object, Callable]:
+    """The processor (for prompts) and ``generate(prompts, images) -> replies`` of ``args.engine``."""
+    if args.engine == "vllm":
+        from llava_vitsplit.serve.vllm_engine import VLLMEngine, sampling_params
+
+        require_vllm()
+        sampling_params(settings)  # refuse unsupported settings before the engine starts
+        engine = VLLMEngine.open(args.model, dtype=args.dtype)
+        return engine.processor, lambda prompts, images: engine.generate(prompts, images, settings)
+    from llava_vitsplit.serve.generation import generate_batch
+    from llava_vitsplit.serve.loading import load_model
+
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    return loaded.processor, lambda prompts, images: generate_batch(loaded, prompts, images, settings)
+
+
 def batches(items: Sequence, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
@@ -272,9 +296,10 @@ def _batch_inputs(batch: Sequence[dict], args: argparse.Namespace, processor) ->
 def answer_questions(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from llava_vitsplit.serve.generation import GenerationSettings, generate_batch
-    from llava_vitsplit.serve.loading import load_model
+    from llava_vitsplit.serve.generation import GenerationSettings
 
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH_SIZES[args.engine]
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     settings = GenerationSettings(
@@ -295,13 +320,13 @@ def answer_questions(args: argparse.Namespace) -> int:
     todo = answerable_questions(todo, args)
     if not todo:
         return 0
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    processor, generate = open_engine(args, settings)
     model_id = args.model_id or Path(args.model.rstrip("/")).name
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     with answers_file.open("a", encoding="utf-8") as out, tqdm(total=len(todo), file=sys.stderr) as bar:
         for batch in batches(todo, args.batch_size):
-            prompts, images, texts = _batch_inputs(batch, args, loaded.processor)
-            replies = generate_batch(loaded, prompts, images, settings)
+            prompts, images, texts = _batch_inputs(batch, args, processor)
+            replies = generate(prompts, images)
             for question, text, reply in zip(batch, texts, replies, strict=True):
                 record = {
                     "question_id": question["question_id"],
@@ -381,7 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-id", default=None, help="model_id written in answers (default: folder name)")
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--chunk-idx", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="questions per batch (and per write to the answers file); default 8, with --engine vllm 256",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=tuple(DEFAULT_BATCH_SIZES),
+        default="transformers",
+        help="transformers generate (default) or vLLM (needs `make vllm`: run .venv-vllm/bin/llava-vitsplit)",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--num-beams", type=int, default=1)
@@ -424,6 +460,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model:
             parser.error("--model is required (unless --merge)")
         return answer_questions(args)
-    except (AnswerError, FileNotFoundError, ValueError) as exc:
+    except (AnswerError, FileNotFoundError, ValueError, VLLMUnavailableError) as exc:
         print(f"llava-vitsplit answer: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,196 @@
+"""``llava-vitsplit serve`` answers OpenAI chat requests with an image, and ``ENGINE=vllm`` eval scripts
+run lmms-eval's ``vllm`` model on a local task (``make test-vllm``; skipped where vLLM is not installed).
+
+The checkpoint's LM is scripted to answer "yes" (``script_reply``), so the answers are known exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from _answer_cases import shape_image  # noqa: E402
+
+from llava_vitsplit.serve.scripted import script_reply  # noqa: E402
+from llava_vitsplit.tiny import build_tiny_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+
+EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
+VLLM_TEST_ARGS = ["--enforce-eager", "--max-model-len", "512"]
+START_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def yes_checkpoint_32(tmp_path_factory):
+    """A tiny checkpoint (LM head_dim 32) that answers every prompt with "yes"; a path."""
+    path, model, processor = build_tiny_checkpoint(
+        tmp_path_factory.mktemp("yes32"), text_width=64, text_heads=2
+    )
+    script_reply(model, processor.tokenizer, "yes")
+    model.save_pretrained(path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(2)
+    pytest.fail(f"server not healthy after {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(yes_checkpoint_32, tmp_path_factory):
+    """``(base URL, log path)`` of a running ``llava-vitsplit serve`` on the "yes" checkpoint."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    command = [sys.executable, "-m", "llava_vitsplit.cli", "serve", "--model", str(yes_checkpoint_32)]
+    command += ["--port", str(port), "--served-model-name", "tiny", "--", *VLLM_TEST_ARGS]
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, f"{base}/health", log)
+        yield base, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_server_answers_a_chat_request_with_an_image(server):
+    base, log = server
+    body = {
+        "model": "tiny",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": data_url(shape_image(0))}},
+                    {"type": "text", "text": "Is there a red circle?"},
+                ],
+            }
+        ],
+        "temperature": 0,
+        "max_tokens": 8,
+    }
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        reply = json.loads(response.read())
+    assert reply["choices"][0]["message"]["content"].strip() == "yes"
+    assert reply["usage"]["prompt_tokens"] > 16  # the 4x4 grid's 16 image tokens are in the prompt
+    assert "--host 127.0.0.1" in log.read_text()  # loopback only without --public
+
+
+def write_tiny_vqa_task(task_dir: Path) -> list[str]:
+    """A 4-question yes/no task (parquet with images) scored by exact match; returns the targets."""
+    import datasets
+
+    answers = ["yes", "no", "yes", "no"]
+    rows = {
+        "question": [f"Is shape {i} red?" for i in range(4)],
+        "answer": answers,
+        "image": [shape_image(i) for i in range(4)],
+    }
+    task_dir.mkdir()
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(
+        task_dir / "tiny_yes_no.parquet"
+    )
+    (task_dir / "tiny_yes_no.yaml").write_text(
+        textwrap.dedent("""\
+        task: vitsplit_vllm_yes_no
+        dataset_path: parquet
+        dataset_kwargs:
+          data_files:
+            test: tiny_yes_no.parquet
+        test_split: test
+        output_type: generate_until
+        doc_to_visual: !function utils.doc_to_visual
+        doc_to_text: "{{question}}"
+        doc_to_target: answer
+        generation_kwargs:
+          max_new_tokens: 8
+          temperature: 0
+          do_sample: false
+        metric_list:
+          - metric: exact_match
+            aggregation: mean
+            higher_is_better: true
+            ignore_case: true
+            ignore_punctuation: true
+        """)
+    )
+    (task_dir / "utils.py").write_text('def doc_to_visual(doc):\n    return [doc["image"].convert("RGB")]\n')
+    return answers
+
+
+def test_eval_script_with_engine_vllm(yes_checkpoint_32, tmp_path):
+    task_dir = tmp_path / "tasks"
+    write_tiny_vqa_task(task_dir)
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "hf_cache"),
+        "PYTHON": sys.executable,
+        "ENGINE": "vllm",
+        "VLLM_MODEL_ARGS": "enforce_eager=True,max_model_len=512",
+        "OUTPUT": str(out),
+        "TASKS": "vitsplit_vllm_yes_no",
+    }
+    result = subprocess.run(
+        ["bash", str(EVAL_DIR / "pope.sh"), str(yes_checkpoint_32), "--include_path", str(task_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    log = result.stdout + result.stderr
+    results_files = sorted(out.rglob("*_results.json"))
+    assert result.returncode == 0 and results_files, log[-4000:]
+    summary = json.loads(results_files[-1].read_text())
+    assert summary["results"]["vitsplit_vllm_yes_no"]["exact_match,none"] == pytest.approx(0.5)
+    assert summary["n-samples"]["vitsplit_vllm_yes_no"]["effective"] == 4
+    assert summary["config"]["model_backend"].startswith("lmms_eval.models.chat.vllm.VLLM")
