@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from llava_vitsplit.train.launch_env import free_port, single_process_env  # noqa: F401 (re-exported)
 from llava_vitsplit.train.model_setup import BuildRecipe
 from llava_vitsplit.train.tiny_parts import SHIPPED_DATA
 
@@ -18,21 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def script_env(parts, **overrides) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**os.environ, **single_process_env()}
     env.update(
-        RANK="0",
-        LOCAL_RANK="0",
-        WORLD_SIZE="1",
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(free_port()),
-        LAUNCHER=f"{sys.executable} -m",
         PRESET="",
         MODEL_NAME_OR_PATH=str(parts["llm"]),
         VISION_TOWER=str(parts["vision"]),

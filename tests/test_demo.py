@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
+
+from llava_vitsplit.train.launch_env import free_port
 
 gradio_client = pytest.importorskip("gradio_client")
 STARTUP_TIMEOUT_S = 150
@@ -35,12 +36,6 @@ def write_png_header(path, width: int, height: int) -> None:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def last_text(history: list[dict]) -> str:

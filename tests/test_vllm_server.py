@@ -10,7 +10,6 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ from _answer_cases import shape_image  # noqa: E402
 
 from llava_vitsplit.serve.scripted import script_reply  # noqa: E402
 from llava_vitsplit.tiny import build_tiny_checkpoint  # noqa: E402
+from llava_vitsplit.train.launch_env import free_port
 
 pytestmark = pytest.mark.vllm
 
@@ -44,12 +44,6 @@ def yes_checkpoint_32(tmp_path_factory):
     script_reply(model, processor.tokenizer, "yes")
     model.save_pretrained(path)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_healthy(process: subprocess.Popen, url: str, log: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from llava_vitsplit.assets.sources import sha256_file
 from llava_vitsplit.data.easy_vqa_task import BLANK_IMAGE_NAME
 from llava_vitsplit.quickstart.budget import VARIANTS, Budget
+from llava_vitsplit.train.launch_env import single_process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = "quickstart"
@@ -173,18 +173,9 @@ class Run:
 
     def _train_env(self, stage: str) -> dict[str, str]:
         _, batch, lr = self._stage_budget(stage)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = dict(os.environ)
+        env = {**os.environ, **single_process_env()}
         env.update(
-            RANK="0",
-            LOCAL_RANK="0",
-            WORLD_SIZE="1",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
             NUM_GPUS="1",
-            LAUNCHER=f"{sys.executable} -m",
             PRESET=PRESET,
             MODEL_NAME_OR_PATH=self.language_model,
             VISION_TOWER=str(self.tower_dir),
