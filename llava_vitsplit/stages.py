@@ -43,10 +43,6 @@ def connector_components(connector: nn.Module) -> dict[str, list[nn.Module]]:
     return parts
 
 
-def stage_names() -> list[str]:
-    return list(STAGE_COMPONENTS)
-
-
 def apply_stage(model, stage: str) -> None:
     """Set ``requires_grad`` for ``stage``; the vision tower is frozen in every stage."""
     if stage not in STAGE_COMPONENTS:

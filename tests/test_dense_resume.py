@@ -16,6 +16,8 @@ from _dense_helpers import log_records, preset_file, train_argv
 from llava_vitsplit.cli import main as cli
 from llava_vitsplit.dense.synthetic import make_segmentation_set, tiny_preset
 
+pytestmark = pytest.mark.e2e
+
 MAX_ITERS = 30
 # 14 samples, batch 4: 3 steps per epoch, so the step-4 and step-8 checkpoints sit inside an epoch;
 # 48-px random crops, scale jitter, flips and colour jitter make every step depend on the augmentation RNG.

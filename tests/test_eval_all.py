@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.e2e
+
 pytest.importorskip("lmms_eval")
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"

@@ -136,6 +136,7 @@ def test_loglikelihood_prefers_the_scripted_answer(simple_model):
     assert yes_greedy and not no_greedy and yes_lp > no_lp
 
 
+@pytest.mark.e2e
 def test_lmms_eval_cli_on_tiny_pope_task(yes_checkpoint, tmp_path):
     import datasets
 

@@ -37,6 +37,7 @@ def test_command_line_overrides_the_budget():
     assert changed.pretrain_steps == default.pretrain_steps
 
 
+@pytest.mark.e2e
 def test_shortened_quickstart_runs_every_step_and_resumes(tmp_path, capsys):
     pytest.importorskip("easy_vqa")
     pytest.importorskip("lmms_eval")

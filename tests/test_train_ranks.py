@@ -21,6 +21,8 @@ from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.model_setup import build_from_recipe
 from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts
 
+pytestmark = pytest.mark.e2e
+
 STEP_MODALITIES = ["II", "TT", "IT", "TT", "II", "TI"]  # I: a record with an image, T: text-only
 SEQUENTIAL = ("--group_by_modality_length", "False", "--train_sampling_strategy", "sequential")
 

@@ -24,6 +24,8 @@ from llava_vitsplit.train.connector_io import CONNECTOR_CONFIG, CONNECTOR_WEIGHT
 from llava_vitsplit.train.model_setup import BuildRecipe, build_from_recipe
 from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 
+pytestmark = pytest.mark.e2e
+
 ADAPTER_ARGS = tiny_adapter_args()
 STAGE2_STEPS = 16  # 32 samples / batch 4 x 2 epochs
 TOWER, LLM, CONNECTOR = (

@@ -3,8 +3,8 @@
 The blocks are whatever module class the tower uses (CLIP, SigLIP, DINOv2, open_clip ...); the head
 only needs each block to map a hidden-state tensor ``[B, T, C]`` to ``[B, T, C]`` (a tuple output is
 accepted and its first element used). Backbone wrappers adapt blocks with other call signatures before
-handing them over. ``output_norm`` is an optional final norm applied to the result (DINOv2's final
-LayerNorm in the dense setting); it is the frozen tower's own module, shared, not copied.
+handing them over. A final norm (DINOv2's LayerNorm in the dense setting) is applied by the adapter,
+not here: it is the frozen tower's own module, shared, not copied.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ def call_block(block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 class TaskHead(nn.Module):
     """``[B, T, C]`` (frozen ``h[E - K_t]``, detached) -> ``[B, T, C]`` through the copied blocks."""
 
-    def __init__(self, blocks: Sequence[nn.Module], copy_blocks: bool = True) -> None:
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
         if len(blocks) == 0:
             raise ValueError("the task head needs at least one block")
-        self.blocks = nn.ModuleList(copy.deepcopy(b) if copy_blocks else b for b in blocks)
+        self.blocks = nn.ModuleList(copy.deepcopy(b) for b in blocks)
         for p in self.blocks.parameters():
             p.requires_grad_(True)
 

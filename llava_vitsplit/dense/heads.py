@@ -1,4 +1,4 @@
-"""Dense prediction heads on the adapter's fused map ``[B, C, h, w]`` (DESIGN.md section 4).
+"""Dense prediction heads on the adapter's fused map ``[B, C, h, w]``.
 
 - ``SegmentationHead``: ``[ConvT(C, C, 2, s=2), GroupNorm, GELU] x 2`` (4x up), ``BatchNorm(C)``,
   ``Conv1x1(C -> classes)``: ``[B, C, h, w] -> [B, K, 4h, 4w]``.

@@ -16,8 +16,6 @@ from torch import nn
 from llava_vitsplit.adapter import ViTSplitAdapter
 from llava_vitsplit.backbones.base import BackboneOutput, FrozenBackbone
 
-TASKS = ("segmentation", "depth", "detection")
-
 
 def resize_to_input(
     pred: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, input_hw: tuple[int, int]

@@ -1,4 +1,4 @@
-"""Named dense-task presets (the paper's configurations, DESIGN.md section 4) as plain data.
+"""Named dense-task presets (the paper's configurations) as plain data.
 
 ``dense_presets()`` returns every preset by name; ``get_dense_preset(name)`` looks one up (unknown names
 raise with the valid list); ``dense_param_report(name)`` builds the model on the meta device (nothing
@@ -274,12 +274,3 @@ def dense_param_report(name: str | DensePreset) -> dict[str, dict[str, int]]:
         report["detector"] = count(*rest)
     report["total"] = {k: sum(v[k] for v in report.values()) for k in ("trainable", "frozen")}
     return report
-
-
-def format_param_report(name: str, report: dict[str, dict[str, int]]) -> str:
-    """Human-readable table of ``dense_param_report``."""
-    lines = [f"{name}", f"  {'component':<12} {'trainable':>14} {'frozen':>14}"]
-    for comp, counts in report.items():
-        lines.append(f"  {comp:<12} {counts['trainable']:>14,} {counts['frozen']:>14,}")
-    lines.append(f"  trainable: {report['total']['trainable'] / 1e6:.1f}M")
-    return "\n".join(lines)
