@@ -4,7 +4,7 @@ VLM presets are built on the meta device (no memory, no download) and counted pe
 vision tower (frozen, as run: blocks past the feature layer are dropped), the connector's task head,
 prior head, fusion and projector, and the language model (LM head included, tied weights counted once),
 with the trainable/frozen totals of stage 1 (``pretrain``) and stage 2 (``finetune``). Dense presets
-(``dense-*``) are counted by ``llava_vitsplit.dense.presets.dense_param_report``. A trained checkpoint's
+(``dense-*``) are counted by ``llava_vitsplit.dense.param_report.dense_param_report``. A trained checkpoint's
 architecture is counted the same way from its ``config.json`` (``checkpoint_param_report``).
 """
 
@@ -70,7 +70,8 @@ def checkpoint_param_report(checkpoint: str | Path) -> dict:
 
 def _dense_report(name: str) -> dict | None:
     try:
-        from llava_vitsplit.dense.presets import dense_param_report, dense_presets
+        from llava_vitsplit.dense.param_report import dense_param_report
+        from llava_vitsplit.dense.presets import dense_presets
     except ImportError:
         return None
     return dense_param_report(name) if name in dense_presets() else None

@@ -33,6 +33,7 @@ SAVE_TOTAL_LIMIT=${SAVE_TOTAL_LIMIT:-1}
 LOGGING_STEPS=${LOGGING_STEPS:-1}
 REPORT_TO=${REPORT_TO:-none}
 SEED=${SEED:-42}
+TASK_HEAD_LR_MULTIPLIER=${TASK_HEAD_LR_MULTIPLIER:-1.0}   # the task head's lr as a fraction of the connector's
 GRAD_ACCUM=${GRAD_ACCUM:-$(grad_accum "${GLOBAL_BATCH_SIZE}" "${PER_DEVICE_BATCH_SIZE}" "${WORLD_SIZE_TOTAL}")}
 
 launch_cmd
@@ -67,5 +68,6 @@ set -x
   --dataloader_num_workers "${NUM_WORKERS}" \
   --report_to "${REPORT_TO}" \
   --seed "${SEED}" \
+  --task_head_lr_multiplier "${TASK_HEAD_LR_MULTIPLIER}" \
   ${DEVICE_ARGS[@]+"${DEVICE_ARGS[@]}"} \
   "$@"

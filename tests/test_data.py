@@ -19,7 +19,7 @@ from llava_vitsplit.data import (
     parse_record,
 )
 from llava_vitsplit.data.validate import main as validate_main
-from llava_vitsplit.train.parts import processor_from_parts
+from llava_vitsplit.model.parts import processor_from_parts
 from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts
 
 

@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 
 from llava_vitsplit.dense.build import build_backbone, build_detector, build_model
 from llava_vitsplit.dense.losses import sig_loss
-from llava_vitsplit.dense.presets import dense_param_report, dense_presets, get_dense_preset
+from llava_vitsplit.dense.param_report import dense_param_report
+from llava_vitsplit.dense.presets import dense_presets, get_dense_preset
 from llava_vitsplit.dense.synthetic import make_coco_set, tiny_preset
 
 

@@ -12,8 +12,8 @@ import torch
 from llava_vitsplit.data.encoding import IGNORE_INDEX, encode
 from llava_vitsplit.data.records import DataProblem, parse_record
 from llava_vitsplit.data.templates import get_template
+from llava_vitsplit.model.parts import processor_from_parts
 from llava_vitsplit.tiny import make_bpe_tokenizer, save_tiny_language_model
-from llava_vitsplit.train.parts import processor_from_parts
 from llava_vitsplit.train.tiny_parts import save_tiny_parts
 
 CHATML = (

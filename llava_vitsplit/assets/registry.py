@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_vitsplit.assets import dinov2_onnx, smollm2_gguf
+import llava_vitsplit.assets.dinov2_onnx as dinov2_onnx
+import llava_vitsplit.assets.smollm2_gguf as smollm2_gguf
 from llava_vitsplit.assets.manifest import verify_manifest, write_manifest
 from llava_vitsplit.assets.sources import check_source, package_file, package_version
 

@@ -39,11 +39,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from llava_vitsplit.model.chat_templates import SHORT_ANSWER_PROMPT
 from llava_vitsplit.util import atomic
 from llava_vitsplit.util.atomic import write_jsonl
 
 SPLITS = ("train", "test")
-SHORT_ANSWER_PROMPT = "\nAnswer the question using a single word or phrase."
 QUESTION_TYPES = ("yes/no", "color", "shape")
 SHAPES = ("circle", "rectangle", "triangle")
 DEFAULT_OUT = Path("playground/data/easy_vqa")

@@ -15,12 +15,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from llava_vitsplit.model.chat_templates import SHORT_ANSWER_PROMPT as SHORT_ANSWER
+
 TASK_NAME = "easy_vqa_vitsplit"  # not a built-in lmms-eval task name
 BLIND_TASK_NAME = "easy_vqa_vitsplit_blind"  # same questions, every image replaced by one blank image
 BLANK_RGB = (128, 128, 128)
 BLANK_IMAGE_NAME = "blank.png"  # written into the image folder for the blind baseline's training data
 PARQUET_NAME = "test.parquet"
-SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
+
 _MODULE = "llava_vitsplit.data.easy_vqa_task"
 TYPE_METRICS = {"yes/no": "accuracy_yes_no", "color": "accuracy_color", "shape": "accuracy_shape"}
 

@@ -105,7 +105,7 @@ def _load_processor(args):
 
         return AutoProcessor.from_pretrained(args.processor)
     if args.model_name_or_path and args.vision_tower:
-        from llava_vitsplit.train.parts import processor_from_parts
+        from llava_vitsplit.model.parts import processor_from_parts
 
         return processor_from_parts(
             args.vision_tower, args.model_name_or_path, image_aspect_ratio=args.image_aspect_ratio

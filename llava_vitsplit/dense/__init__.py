@@ -15,6 +15,14 @@ nothing here imports the VLM, the LLM code or the training/serving modules of th
 - ``cka``: linear CKA between layers; ``synthetic``: generated sets and a tiny preset for tests.
 """
 
-from llava_vitsplit.dense.presets import DensePreset, dense_param_report, dense_presets, get_dense_preset
+from llava_vitsplit.dense.presets import DensePreset, dense_presets, get_dense_preset
+
+
+def dense_param_report(name):
+    """Parameter counts per component of a dense preset (``llava_vitsplit.dense.param_report``; imported on use)."""
+    from llava_vitsplit.dense.param_report import dense_param_report as report
+
+    return report(name)
+
 
 __all__ = ["DensePreset", "dense_param_report", "dense_presets", "get_dense_preset"]

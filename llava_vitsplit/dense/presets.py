@@ -1,7 +1,7 @@
 """Named dense-task presets (the paper's configurations) as plain data.
 
 ``dense_presets()`` returns every preset by name; ``get_dense_preset(name)`` looks one up (unknown names
-raise with the valid list); ``dense_param_report(name)`` builds the model on the meta device (nothing
+raise with the valid list); ``dense_param_report(name)`` (in ``param_report.py``) builds the model on the meta device (nothing
 allocated, nothing downloaded) and counts trainable and frozen parameters per component.
 
 Prior layers are 0-based block-output indices (``[2, 5, 8, 11]`` reads ``h[3], h[6], h[9], h[12]``).
@@ -229,48 +229,3 @@ def load_preset(name_or_path: str) -> DensePreset:
             raise ValueError(f"dense preset file {path} is not valid JSON: {exc}") from exc
         return DensePreset.from_dict(data)
     return get_dense_preset(name_or_path)
-
-
-def dense_param_report(name: str | DensePreset) -> dict[str, dict[str, int]]:
-    """Trainable / frozen parameter counts per component, built on the meta device.
-
-    Components: ``backbone`` (frozen tower), ``task_head`` (copied blocks), ``prior_head`` (with the
-    sparse gate if any), ``fusion``, ``head`` (segmentation/depth head, or for detection the neck) and,
-    for detection, ``detector`` (RPN + RoI heads); ``total`` sums them.
-    """
-    import torch
-
-    from llava_vitsplit.dense.build import build_backbone, build_detector, build_model
-
-    preset = name if isinstance(name, DensePreset) else get_dense_preset(name)
-    with torch.device("meta"):
-        backbone = build_backbone(preset.backbone)
-        if preset.task == "detection":
-            detector = build_detector(preset, backbone)
-            det_backbone = detector.backbone
-            adapter, head = det_backbone.adapter, det_backbone.neck
-            rest = [detector.rpn, detector.roi_heads]
-        else:
-            model = build_model([preset], backbone)
-            branch = next(iter(model.branches.values()))
-            adapter, head = branch.adapter, branch.head
-            rest = []
-
-    def count(*modules) -> dict[str, int]:
-        params = [p for m in modules if m is not None for p in m.parameters()]
-        return {
-            "trainable": sum(p.numel() for p in params if p.requires_grad),
-            "frozen": sum(p.numel() for p in params if not p.requires_grad),
-        }
-
-    report = {
-        "backbone": count(backbone),
-        "task_head": count(adapter.task_head),
-        "prior_head": count(adapter.prior_head, adapter.prior_gate),
-        "fusion": count(adapter.fusion),
-        "head": count(head),
-    }
-    if rest:
-        report["detector"] = count(*rest)
-    report["total"] = {k: sum(v[k] for v in report.values()) for k in ("trainable", "frozen")}
-    return report

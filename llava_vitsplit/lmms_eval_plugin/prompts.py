@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
+from llava_vitsplit.model.chat_templates import SHORT_ANSWER_PROMPT as SHORT_ANSWER
+
 MULTIPLE_CHOICE = "\nAnswer with the option's letter from the given choices directly."
 UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'Unanswerable'."
 MMBENCH_OPTIONS = ("A", "B", "C", "D")  # model_vqa_mmbench.py reads these columns, up to the first blank

@@ -6,6 +6,9 @@ Message content may be a string or a list of parts (``{"type": "image"}``, ``{"t
 image parts render as ``<image>\\n`` before the text.
 """
 
+# LLaVA-1.5's suffix for short-answer VQA questions (VQAv2, GQA, POPE, VizWiz; its training mix uses it too).
+SHORT_ANSWER_PROMPT = "\nAnswer the question using a single word or phrase."
+
 VICUNA_V1_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."

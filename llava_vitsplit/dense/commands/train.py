@@ -13,7 +13,8 @@ import argparse
 import json
 
 from llava_vitsplit.dense.commands import reports_data_errors
-from llava_vitsplit.dense.presets import dense_param_report, dense_presets, load_preset
+from llava_vitsplit.dense.param_report import dense_param_report
+from llava_vitsplit.dense.presets import dense_presets, load_preset
 
 
 def parser() -> argparse.ArgumentParser:

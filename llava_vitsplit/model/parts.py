@@ -1,6 +1,6 @@
 """The processor a training run will use, built from the parts' configs alone (no model weights loaded).
 
-``validate-data`` and the tests need the exact tokenizer (with ``<image>`` added, as ``build_model`` does)
+``validate-data``, training and the tests need the exact tokenizer (with ``<image>`` added, as ``build_model`` does)
 and image-token count of a run without building the model; this assembles them from the vision tower's
 config and image processor and the LLM's config and tokenizer.
 """
