@@ -29,25 +29,22 @@ from pathlib import Path
 
 def build_untrained_quickstart(out: Path) -> Path:
     """The quickstart's model, connector untrained, from the recovered offline assets."""
-    from llava_vitsplit.model.builder import build_model
     from llava_vitsplit.presets import get_preset
     from llava_vitsplit.quickstart.budget import get_budget
     from llava_vitsplit.quickstart.tower import sized_tower
+    from llava_vitsplit.train.arguments import DataArguments, ModelArguments
+    from llava_vitsplit.train.model_setup import build_from_recipe, resolve_recipe
 
     preset = get_preset("quickstart")
     tower = sized_tower(
         preset.vision_tower, out.parent / f"{out.name}-tower", get_budget("default").image_size
     )
-    model, processor = build_model(
-        str(tower),
-        preset.language_model,
-        connector_type=preset.connector_type,
-        adapter=preset.adapter,
-        fusion_output=preset.fusion_output,
-        vision_feature_layer=preset.vision_feature_layer,
-        vision_feature_select_strategy=preset.vision_feature_select_strategy,
-        image_aspect_ratio=preset.image_aspect_ratio,
+    # the training stack's own resolution of the preset (stage-1 settings, no stage-1 connector)
+    model_args = ModelArguments(
+        preset="quickstart", vision_tower=str(tower), model_name_or_path=preset.language_model
     )
+    recipe, _ = resolve_recipe(model_args, DataArguments(), seed=0)
+    model, processor = build_from_recipe(recipe)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
