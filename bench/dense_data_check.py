@@ -50,8 +50,8 @@ def main() -> None:
 
     from llava_vitsplit.dense.pipeline import build_dataset
     from llava_vitsplit.dense.resume import SeededSamples
-    from llava_vitsplit.dense.synthetic import make_segmentation_set, tiny_preset
     from llava_vitsplit.dense.validate import cached_validation, validate_split
+    from llava_vitsplit.testing.dense_synthetic import make_segmentation_set, tiny_preset
 
     torch.set_num_threads(1)
     preset = tiny_preset(crop_size=(args.size, args.size), test_size=None, scale_range=(0.5, 2.0))

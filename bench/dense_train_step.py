@@ -66,7 +66,7 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
     from llava_vitsplit.dense.losses import segmentation_loss
     from llava_vitsplit.dense.optim import build_optimizer
     from llava_vitsplit.dense.presets import get_dense_preset
-    from llava_vitsplit.dense.synthetic import tiny_preset
+    from llava_vitsplit.testing.dense_synthetic import tiny_preset
 
     torch.manual_seed(0)
     preset = tiny_preset() if preset_name == "tiny" else get_dense_preset(preset_name)

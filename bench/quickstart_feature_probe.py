@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
 
-from llava_vitsplit.data import easy_vqa
+from llava_vitsplit.quickstart import easy_vqa
 
 
 def features(model, processor, split: str, limit: int, layers: list[int]):

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from llava_vitsplit.data import easy_vqa
 from llava_vitsplit.data.dataset import count_image_tokens
+from llava_vitsplit.quickstart import easy_vqa
 from llava_vitsplit.train.arguments import DataArguments, ModelArguments
 from llava_vitsplit.train.model_setup import build_from_recipe, resolve_recipe
 

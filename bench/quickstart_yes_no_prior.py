@@ -17,8 +17,8 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from llava_vitsplit.data import easy_vqa
-from llava_vitsplit.data.easy_vqa_task import normalize_answer
+from llava_vitsplit.quickstart import easy_vqa
+from llava_vitsplit.quickstart.easy_vqa_task import normalize_answer
 from llava_vitsplit.quickstart.report import model_answer, read_eval
 
 

@@ -39,12 +39,15 @@ from transformers import (
 
 from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args, tokenizer_corpus
 from llava_vitsplit.tokenizers import load_tokenizer, train_llama_sentencepiece
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.model_setup import setup_model
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args, tokenizer_corpus
 from llava_vitsplit.train.trainer import LlavaViTSplitTrainer
 
+SHIPPED_DATA = (
+    Path(__file__).resolve().parents[1] / "tests" / "data"
+)  # the records and images shipped with the tests
 ADAPTER = tiny_adapter_args()
 WORDS = (
     "the a red blue green yellow circle square triangle shape picture shows on of background is it".split()
@@ -185,7 +188,11 @@ def main() -> None:
         tmp = Path(tmp)
         data_path, image_folder = make_dataset(tmp)
         for size in args.sizes:
-            parts = save_tiny_parts(tmp / "tiny") if size == "tiny" else save_small_parts(tmp / "small")
+            parts = (
+                save_tiny_parts(tmp / "tiny", SHIPPED_DATA)
+                if size == "tiny"
+                else save_small_parts(tmp / "small")
+            )
             run(
                 parts, data_path, image_folder, "2", False, args.warmup, args.batch_size, tmp / "out"
             )  # untimed warm-up

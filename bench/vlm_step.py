@@ -54,7 +54,7 @@ def model_config(preset_name: str, llm_layers: int, tiny: bool):
     if tiny:
         from dataclasses import replace
 
-        from llava_vitsplit.tiny import tiny_adapter_settings, tiny_text_config, tiny_vision_config
+        from llava_vitsplit.testing.tiny import tiny_adapter_settings, tiny_text_config, tiny_vision_config
 
         adapter = {**tiny_adapter_settings(), "conv_type": (preset.adapter or {}).get("conv_type", "plain")}
         text = tiny_text_config(vocab_size=512).to_dict()

@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Offline quickstart: assets, easy-vqa, both stages, lmms-eval",
     ),
     "easy-vqa": (
-        "llava_vitsplit.data.easy_vqa",
+        "llava_vitsplit.quickstart.easy_vqa",
         "Convert the easy-vqa package to LLaVA data + an lmms-eval task",
     ),
     "assets": (

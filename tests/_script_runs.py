@@ -11,9 +11,9 @@ import pytest
 
 from llava_vitsplit.train.launch_env import free_port, single_process_env  # noqa: F401 (re-exported)
 from llava_vitsplit.train.model_setup import BuildRecipe
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_DATA = ROOT / "tests" / "data"  # the records and images shipped with the tests
 SEED = 0
 
 

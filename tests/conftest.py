@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A saved tiny ViT-Split checkpoint (CLIP tower, Llama LM, byte-level BPE): ``(path, model, processor)``."""
-    from llava_vitsplit.tiny import build_tiny_checkpoint
+    from llava_vitsplit.testing.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_vitsplit"))
 
@@ -25,7 +25,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_mlp_checkpoint(tmp_path_factory):
     """The same tiny parts with LLaVA's ``mlp2x_gelu`` projector: ``(path, model, processor)``."""
-    from llava_vitsplit.tiny import build_tiny_checkpoint
+    from llava_vitsplit.testing.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_mlp"), connector_type="mlp2x_gelu")
 
@@ -33,8 +33,8 @@ def tiny_mlp_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def yes_checkpoint(tmp_path_factory):
     """A saved tiny checkpoint whose LM answers every prompt with exactly "yes" (serving tests); a path."""
-    from llava_vitsplit.serve.scripted import script_reply
-    from llava_vitsplit.tiny import build_tiny_checkpoint
+    from llava_vitsplit.testing.scripted import script_reply
+    from llava_vitsplit.testing.tiny import build_tiny_checkpoint
 
     path, model, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("yes"))
     script_reply(model, processor.tokenizer, "yes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llava_vitsplit.tiny import build_tiny_checkpoint
+from llava_vitsplit.testing.tiny import build_tiny_checkpoint
 
 
 @pytest.mark.parametrize("fusion_output", ["llm", "vision_mlp"])

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+from _script_runs import SHIPPED_DATA
 from PIL import Image, ImageFile
 
 from llava_vitsplit.data import (
@@ -20,7 +21,7 @@ from llava_vitsplit.data import (
 )
 from llava_vitsplit.data.validate import main as validate_main
 from llava_vitsplit.model.parts import processor_from_parts
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts
 
 
 def conv(question="<image>\nWhat is it?", answer="A red circle."):
@@ -29,7 +30,7 @@ def conv(question="<image>\nWhat is it?", answer="A red circle."):
 
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
-    parts = save_tiny_parts(tmp_path_factory.mktemp("parts"))
+    parts = save_tiny_parts(tmp_path_factory.mktemp("parts"), SHIPPED_DATA)
     return processor_from_parts(str(parts["vision"]), str(parts["llm"]))
 
 

@@ -8,7 +8,7 @@ import torch
 from llava_vitsplit.adapter import AdapterConfig, ViTSplitAdapter, tokens_to_map
 from llava_vitsplit.backbones.configs import backbone_config
 from llava_vitsplit.backbones.hf import HFBackbone
-from llava_vitsplit.dense.synthetic import TINY_BACKBONE
+from llava_vitsplit.testing.dense_synthetic import TINY_BACKBONE
 
 
 @pytest.fixture(autouse=True, scope="module")

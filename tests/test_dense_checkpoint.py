@@ -12,7 +12,7 @@ import torch
 from _dense_helpers import preset_file, train_argv
 
 from llava_vitsplit.cli import main as cli
-from llava_vitsplit.dense.synthetic import make_segmentation_set, tiny_preset
+from llava_vitsplit.testing.dense_synthetic import make_segmentation_set, tiny_preset
 
 
 class _Payload:

@@ -20,7 +20,7 @@ from llava_vitsplit.dense.data import (
 from llava_vitsplit.dense.inference import slide_inference
 from llava_vitsplit.dense.metrics import DepthMetric, SegmentationMetric
 from llava_vitsplit.dense.pipeline import build_dataset
-from llava_vitsplit.dense.synthetic import make_coco_set, make_segmentation_set, tiny_preset
+from llava_vitsplit.testing.dense_synthetic import make_coco_set, make_segmentation_set, tiny_preset
 
 
 def _save(path, array, mode=None):

@@ -10,7 +10,7 @@ from llava_vitsplit.dense.build import build_backbone, build_detector, build_mod
 from llava_vitsplit.dense.losses import sig_loss
 from llava_vitsplit.dense.param_report import dense_param_report
 from llava_vitsplit.dense.presets import dense_presets, get_dense_preset
-from llava_vitsplit.dense.synthetic import make_coco_set, tiny_preset
+from llava_vitsplit.testing.dense_synthetic import make_coco_set, tiny_preset
 
 
 @pytest.fixture(autouse=True, scope="module")

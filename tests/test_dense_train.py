@@ -12,7 +12,12 @@ from PIL import Image
 
 from llava_vitsplit.cli import main as cli
 from llava_vitsplit.dense.checkpoint import checkpoint_steps, load_checkpoint, load_trainer_state
-from llava_vitsplit.dense.synthetic import make_coco_set, make_depth_set, make_segmentation_set, tiny_preset
+from llava_vitsplit.testing.dense_synthetic import (
+    make_coco_set,
+    make_depth_set,
+    make_segmentation_set,
+    tiny_preset,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

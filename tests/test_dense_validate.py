@@ -12,7 +12,12 @@ from _dense_helpers import preset_file, train_argv
 from PIL import Image, ImageFile
 
 from llava_vitsplit.cli import main as cli
-from llava_vitsplit.dense.synthetic import make_coco_set, make_depth_set, make_segmentation_set, tiny_preset
+from llava_vitsplit.testing.dense_synthetic import (
+    make_coco_set,
+    make_depth_set,
+    make_segmentation_set,
+    tiny_preset,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -9,16 +9,16 @@ import pytest
 
 pytest.importorskip("easy_vqa")
 
-from llava_vitsplit.data import easy_vqa  # noqa: E402
-from llava_vitsplit.data.easy_vqa import QA, EasyVQAError, ImageFacts, caption, image_facts  # noqa: E402
-from llava_vitsplit.data.easy_vqa_task import (  # noqa: E402
+from llava_vitsplit.data.records import parse_record  # noqa: E402
+from llava_vitsplit.quickstart import easy_vqa  # noqa: E402
+from llava_vitsplit.quickstart.easy_vqa import QA, EasyVQAError, ImageFacts, caption, image_facts  # noqa: E402
+from llava_vitsplit.quickstart.easy_vqa_task import (  # noqa: E402
     TASK_NAME,
     aggregate_accuracy,
     doc_to_text,
     normalize_answer,
     process_results,
 )
-from llava_vitsplit.data.records import parse_record  # noqa: E402
 
 
 def qa(question: str, answer: str, image_id: int = 0) -> QA:
@@ -234,8 +234,8 @@ def test_blind_baseline_sees_one_blank_image_in_training_and_evaluation(converte
     from lmms_eval.utils import load_yaml_config
     from PIL import Image, ImageStat
 
-    from llava_vitsplit.data.easy_vqa_task import BLANK_IMAGE_NAME, BLANK_RGB, BLIND_TASK_NAME
     from llava_vitsplit.quickstart.budget import get_budget
+    from llava_vitsplit.quickstart.easy_vqa_task import BLANK_IMAGE_NAME, BLANK_RGB, BLIND_TASK_NAME
     from llava_vitsplit.quickstart.pipeline import Run
 
     def is_blank(image: Image.Image) -> bool:

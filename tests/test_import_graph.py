@@ -83,3 +83,13 @@ def test_the_package_has_no_import_cycle():
 
 def test_a_cycle_is_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_library_never_imports_the_test_fixtures():
+    graph = import_graph(module_files())
+    users = {
+        module: sorted(t for t in targets if t.startswith("llava_vitsplit.testing"))
+        for module, targets in graph.items()
+        if not module.startswith("llava_vitsplit.testing")
+    }
+    assert {module: found for module, found in users.items() if found} == {}

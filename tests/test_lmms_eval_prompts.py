@@ -170,8 +170,8 @@ def test_generation_settings_are_llava15s(model, name):
 def bell_model(tmp_path_factory):
     """A tiny model that answers every prompt with a two-line text holding a control character (BEL)."""
     from llava_vitsplit.lmms_eval_plugin.model import LlavaViTSplit
-    from llava_vitsplit.serve.scripted import script_reply
-    from llava_vitsplit.tiny import build_tiny_checkpoint
+    from llava_vitsplit.testing.scripted import script_reply
+    from llava_vitsplit.testing.tiny import build_tiny_checkpoint
 
     path, tiny, processor = build_tiny_checkpoint(tmp_path_factory.mktemp("bell"))
     # (the tiny tokenizer has no single "\n\n" token, which script_reply needs, so one newline)

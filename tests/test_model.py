@@ -14,7 +14,7 @@ from llava_vitsplit.adapter import tokens_to_map
 from llava_vitsplit.backbones.hf_layers import encoder_layers, num_prefix_tokens
 from llava_vitsplit.model import LlavaViTSplitForConditionalGeneration, LlavaViTSplitModel
 from llava_vitsplit.stages import apply_stage
-from llava_vitsplit.tiny import build_tiny_checkpoint
+from llava_vitsplit.testing.tiny import build_tiny_checkpoint
 
 
 def _inputs(processor, text="What is this?", size=(70, 50), color=(200, 30, 30)):

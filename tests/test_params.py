@@ -75,7 +75,7 @@ def test_readme_preset_table_matches_the_counts():
 def test_checkpoint_report_counts_what_each_stage_trains(tmp_path, connector_type):
     from llava_vitsplit.params import checkpoint_param_report
     from llava_vitsplit.stages import apply_stage
-    from llava_vitsplit.tiny import build_tiny_checkpoint
+    from llava_vitsplit.testing.tiny import build_tiny_checkpoint
 
     path, model, _ = build_tiny_checkpoint(tmp_path / "ckpt", connector_type=connector_type)
     report = checkpoint_param_report(path)

@@ -14,8 +14,8 @@ import pytest
 from _quickstart_assets import recovered_root, require_asset_packages
 
 from llava_vitsplit.assets import ASSETS
-from llava_vitsplit.data.easy_vqa_task import TASK_NAME
 from llava_vitsplit.quickstart.budget import get_budget
+from llava_vitsplit.quickstart.easy_vqa_task import TASK_NAME
 from llava_vitsplit.quickstart.report import model_answer, read_eval
 
 
@@ -130,3 +130,12 @@ def test_comparison_table_has_one_row_per_variant():
         "| vitsplit | 85.0% | 85.0% | 42.5% | 28.3% | 300 | 10,672,896 | 145,188,480 | 36.8 min |"
     )
     assert table[3].startswith("| blind | 42.0% |") and table[3].endswith("| 1 | 2 | 1.0 min |")
+
+
+def test_a_folder_without_the_stage_scripts_is_refused_before_any_step(tmp_path):
+    from llava_vitsplit.cli import main
+
+    out = tmp_path / "run"
+    code = main(["quickstart", "--budget", "smoke", "--out", str(out), "--repo", str(tmp_path)])
+    assert code == 1
+    assert not out.exists()

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from _script_runs import SHIPPED_DATA
 
 from llava_vitsplit.presets import get_preset
+from llava_vitsplit.testing.tiny_parts import tokenizer_corpus
 from llava_vitsplit.train.connector_io import CONNECTOR_WEIGHTS
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, tokenizer_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 LLM_LAYERS = int(os.environ.get("SMOKE_LLM_LAYERS", "1"))

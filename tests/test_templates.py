@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _script_runs import SHIPPED_DATA
 
 from llava_vitsplit.data.encoding import IGNORE_INDEX, encode
 from llava_vitsplit.data.records import DataProblem, parse_record
 from llava_vitsplit.data.templates import get_template
 from llava_vitsplit.model.parts import processor_from_parts
-from llava_vitsplit.tiny import make_bpe_tokenizer, save_tiny_language_model
-from llava_vitsplit.train.tiny_parts import save_tiny_parts
+from llava_vitsplit.testing.tiny import make_bpe_tokenizer, save_tiny_language_model
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -49,7 +50,7 @@ TEXT_ONLY = {
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    return save_tiny_parts(tmp_path_factory.mktemp("parts"))
+    return save_tiny_parts(tmp_path_factory.mktemp("parts"), SHIPPED_DATA)
 
 
 @pytest.fixture(scope="module", params=["sentencepiece", "bpe"])

@@ -13,8 +13,8 @@ import sentencepiece as spm
 from packaging.version import Version
 from transformers import AutoTokenizer
 
+from llava_vitsplit.testing.tiny_parts import tokenizer_corpus
 from llava_vitsplit.tokenizers import check_sentencepiece_protobuf, load_tokenizer, train_llama_sentencepiece
-from llava_vitsplit.train.tiny_parts import tokenizer_corpus
 
 # No text starts with a space: there transformers' non-legacy Llama tokenizer deliberately differs from
 # sentencepiece (no second dummy-prefix piece); prompts here always start with the system text.

@@ -7,20 +7,21 @@ import shutil
 
 import pytest
 import torch
+from _script_runs import SHIPPED_DATA
 
-from llava_vitsplit.tiny import save_tiny_vision_tower
+from llava_vitsplit.testing.tiny import save_tiny_vision_tower
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.model_setup import setup_model
 from llava_vitsplit.train.provenance import tower_weights_sha256
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 
 
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
     """Tiny parts and a stage-1 connector saved for them (as ``llava-vitsplit train`` stage 1 saves it)."""
     root = tmp_path_factory.mktemp("provenance")
-    parts = save_tiny_parts(root / "parts")
+    parts = save_tiny_parts(root / "parts", SHIPPED_DATA)
     model, _, recipe, _ = setup_model(
         *stage_args(parts["vision"], parts["llm"], root, "--tune_mm_mlp_adapter", "True")
     )

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from _script_runs import free_port, run_script, script_env, tiny_recipe
+from _script_runs import SHIPPED_DATA, free_port, run_script, script_env, tiny_recipe
 
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.model_setup import build_from_recipe
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def assert_same_curve(got: Path, expected: Path, epochs: int = 1) -> None:
 def setup(tmp_path_factory):
     """Tiny parts, an untrained stage-1 connector for them and the mixed data file."""
     root = tmp_path_factory.mktemp("ranks")
-    parts = save_tiny_parts(root / "parts")
+    parts = save_tiny_parts(root / "parts", SHIPPED_DATA)
     recipe = tiny_recipe(parts)
     model, _ = build_from_recipe(recipe)
     save_connector(

@@ -16,13 +16,13 @@ import time
 
 import pytest
 import torch
-from _script_runs import ROOT, SEED, free_port, losses, run_script, script_env, tiny_recipe
+from _script_runs import ROOT, SEED, SHIPPED_DATA, free_port, losses, run_script, script_env, tiny_recipe
 from safetensors.torch import load_file
 
 from llava_vitsplit.model.chat_templates import VICUNA_V1_SYSTEM
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.connector_io import CONNECTOR_CONFIG, CONNECTOR_WEIGHTS
 from llava_vitsplit.train.model_setup import BuildRecipe, build_from_recipe
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ TOWER, LLM, CONNECTOR = (
 
 @pytest.fixture(scope="session")
 def parts(tmp_path_factory):
-    return save_tiny_parts(tmp_path_factory.mktemp("train_parts"), seed=SEED)
+    return save_tiny_parts(tmp_path_factory.mktemp("train_parts"), SHIPPED_DATA, seed=SEED)
 
 
 @pytest.fixture(scope="session")

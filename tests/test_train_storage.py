@@ -6,15 +6,16 @@ import errno
 import os
 
 import pytest
+from _script_runs import SHIPPED_DATA
 from safetensors.torch import load_file
 
 from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.model_setup import setup_model
 from llava_vitsplit.train.run import save_final_model, train
 from llava_vitsplit.train.storage import NoSpaceLeft, check_free_space, prepare_output_dir
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.trainer import STAGING_DIR, LlavaViTSplitTrainer
 
 FULL_DISK_ERRORS = {
@@ -25,7 +26,7 @@ FULL_DISK_ERRORS = {
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    return save_tiny_parts(tmp_path_factory.mktemp("storage_parts"))
+    return save_tiny_parts(tmp_path_factory.mktemp("storage_parts"), SHIPPED_DATA)
 
 
 def run_argv(parts, out, *extra):

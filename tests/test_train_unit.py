@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
+from _script_runs import SHIPPED_DATA
 from transformers import TrainingArguments as HfTrainingArguments
 
 from llava_vitsplit.adapter import AdapterConfig
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import CONNECTOR_CONFIG, load_connector, save_connector
 from llava_vitsplit.train.model_setup import resolve_recipe, setup_model
-from llava_vitsplit.train.tiny_parts import SHIPPED_DATA, save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.trainer import LlavaViTSplitTrainer
 
 ADAPTER = tiny_adapter_args()
@@ -20,7 +21,7 @@ ADAPTER = tiny_adapter_args()
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    return save_tiny_parts(tmp_path_factory.mktemp("unit_parts"))
+    return save_tiny_parts(tmp_path_factory.mktemp("unit_parts"), SHIPPED_DATA)
 
 
 def args_for(parts, tmp_path, *extra):

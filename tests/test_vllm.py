@@ -20,7 +20,7 @@ from llava_vitsplit.serve import answer  # noqa: E402
 from llava_vitsplit.serve.generation import GenerationSettings, generate_batch  # noqa: E402
 from llava_vitsplit.serve.loading import load_model  # noqa: E402
 from llava_vitsplit.serve.vllm_engine import VLLMEngine  # noqa: E402
-from llava_vitsplit.tiny import build_tiny_checkpoint, tiny_adapter_settings  # noqa: E402
+from llava_vitsplit.testing.tiny import build_tiny_checkpoint, tiny_adapter_settings  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 

@@ -24,8 +24,8 @@ pytest.importorskip("vllm")
 
 from _answer_cases import shape_image  # noqa: E402
 
-from llava_vitsplit.serve.scripted import script_reply  # noqa: E402
-from llava_vitsplit.tiny import build_tiny_checkpoint  # noqa: E402
+from llava_vitsplit.testing.scripted import script_reply  # noqa: E402
+from llava_vitsplit.testing.tiny import build_tiny_checkpoint  # noqa: E402
 from llava_vitsplit.train.launch_env import free_port
 
 pytestmark = pytest.mark.vllm

@@ -1,7 +1,4 @@
-"""Training data for LLaVA-ViT-Split: LLaVA records, templates with exact label masks, dataset, sampler.
-
-The quickstart's ``easy_vqa`` converter lives here too but is independent of these modules.
-"""
+"""Training data for LLaVA-ViT-Split: LLaVA records, templates with exact label masks, dataset, sampler."""
 
 from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset, count_image_tokens

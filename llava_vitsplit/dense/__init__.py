@@ -12,7 +12,8 @@ nothing here imports the VLM, the LLM code or the training/serving modules of th
   safetensors + JSON + weights-only state; ``resume``: exact resume; ``legacy``: converting old pickles;
   ``atomic``: temporary-file-and-rename writes.
 - ``metrics``/``evaluation``/``inference``/``visualize``: mIoU, depth errors, COCO AP, sliding window, PNGs.
-- ``cka``: linear CKA between layers; ``synthetic``: generated sets and a tiny preset for tests.
+- ``cka``: linear CKA between layers. Generated sets and a tiny preset for tests are in
+  ``llava_vitsplit.testing.dense_synthetic``.
 """
 
 from llava_vitsplit.dense.presets import DensePreset, dense_presets, get_dense_preset

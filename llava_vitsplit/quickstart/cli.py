@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from llava_vitsplit.data.easy_vqa_task import PARQUET_NAME, TASK_NAME
 from llava_vitsplit.quickstart.budget import BUDGETS, VARIANTS, Budget, get_budget
+from llava_vitsplit.quickstart.easy_vqa_task import PARQUET_NAME, TASK_NAME
 from llava_vitsplit.quickstart.pipeline import QuickstartError, Run
 from llava_vitsplit.quickstart.report import (
     comparison_table,
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", default="playground/data/easy_vqa", help="converted easy-vqa folder")
     parser.add_argument("--models-root", default="playground/models", help="where `assets` writes")
+    parser.add_argument(
+        "--repo",
+        default=".",
+        help="the llava-vitsplit checkout whose scripts/ train (default: current folder)",
+    )
     parser.add_argument("--force", action="store_true", help="redo every step")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per step (default: all cores)")
     for name in ("pretrain_steps", "finetune_steps", "eval_limit", "image_size", "limit_images"):
@@ -81,6 +86,7 @@ def run_variant(args: argparse.Namespace, variant: str) -> Run:
     run = Run(
         out_dir=out,
         budget=budget,
+        repo=Path(args.repo),
         variant=variant,
         vision_tower=args.vision_tower,
         language_model=args.language_model,
@@ -98,7 +104,7 @@ def main(argv: list[str]) -> int:
     variants = ["vitsplit", "mlp", "blind"] if args.compare else [args.variant]
     rows = []
     try:
-        for variant in variants:
+        for variant in variants:  # Run() checks --repo before any step
             run = run_variant(args, variant)
             result = read_eval(run.eval_dir, run.task_name())
             docs = test_docs(run.data_dir / "lmms_eval_tasks" / TASK_NAME / PARQUET_NAME)

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava_vitsplit.assets.sources import sha256_file
-from llava_vitsplit.data.easy_vqa_task import BLANK_IMAGE_NAME
 from llava_vitsplit.quickstart.budget import VARIANTS, Budget
+from llava_vitsplit.quickstart.easy_vqa_task import BLANK_IMAGE_NAME
 from llava_vitsplit.train.launch_env import single_process_env
 
-ROOT = Path(__file__).resolve().parents[2]
 PRESET = "quickstart"
+
+
+STAGE_SCRIPTS = {"pretrain": "pretrain.sh", "finetune": "finetune.sh"}  # under <repo>/scripts
 
 
 class QuickstartError(RuntimeError):
@@ -36,6 +38,7 @@ class Run:
 
     out_dir: Path
     budget: Budget
+    repo: Path = Path(".")  # the repository checkout whose scripts/ the training steps run
     variant: str = "vitsplit"
     vision_tower: str = "playground/models/dinov2-small"
     language_model: str = "playground/models/smollm2-135m-instruct"
@@ -50,6 +53,13 @@ class Run:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
         self.out_dir = Path(self.out_dir)
+        self.repo = Path(self.repo).resolve()
+        missing = [name for name in STAGE_SCRIPTS.values() if not (self.repo / "scripts" / name).is_file()]
+        if missing:
+            raise QuickstartError(
+                f"{self.repo} is not a llava-vitsplit checkout: no scripts/{', scripts/'.join(missing)} "
+                "(run from the repository root or pass --repo)"
+            )
 
     # ---- bookkeeping -------------------------------------------------------------------------------
     def _stamp(self, step: str) -> Path:
@@ -83,7 +93,9 @@ class Run:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log_file:
             # The trainer's and lmms-eval's progress bars go to stderr: show them live and keep a log.
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                cmd, cwd=self.repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
             assert proc.stdout is not None
             for chunk in iter(lambda: proc.stdout.read1(4096), b""):
                 log_file.write(chunk.decode(errors="replace"))
@@ -129,7 +141,7 @@ class Run:
                 self.timings[f"assets:{name}"] = time.perf_counter() - start
 
     def data(self) -> None:
-        from llava_vitsplit.data import easy_vqa
+        from llava_vitsplit.quickstart import easy_vqa
 
         start = time.perf_counter()
         easy_vqa.convert(
@@ -183,7 +195,7 @@ class Run:
             IMAGE_FOLDER=str(self.data_dir / "images"),
             OUTPUT_DIR=str(self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir),
             PRETRAIN_DIR=str(self.pretrain_dir),
-            DEEPSPEED_CONFIG=str(ROOT / "scripts" / "zero2.json"),  # one process: nothing to shard
+            DEEPSPEED_CONFIG=str(self.repo / "scripts" / "zero2.json"),  # one process: nothing to shard
             GLOBAL_BATCH_SIZE=str(batch),
             PER_DEVICE_BATCH_SIZE=str(batch),
             LEARNING_RATE=str(lr),
@@ -215,7 +227,7 @@ class Run:
         return args
 
     def train(self, stage: str) -> None:
-        script = ROOT / "scripts" / ("pretrain.sh" if stage == "pretrain" else "finetune.sh")
+        script = self.repo / "scripts" / STAGE_SCRIPTS[stage]
         out = self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir
         marker = out / ("connector.safetensors" if stage == "pretrain" else "config.json")
         _, batch, lr = self._stage_budget(stage)  # the steps are in the args
@@ -239,7 +251,7 @@ class Run:
         self.step(stage, settings, [marker], run)
 
     def task_name(self) -> str:
-        from llava_vitsplit.data.easy_vqa_task import BLIND_TASK_NAME, TASK_NAME
+        from llava_vitsplit.quickstart.easy_vqa_task import BLIND_TASK_NAME, TASK_NAME
 
         return BLIND_TASK_NAME if self.variant == "blind" else TASK_NAME
 

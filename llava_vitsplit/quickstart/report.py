@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_vitsplit.data.easy_vqa_task import TYPE_METRICS, normalize_answer
+from llava_vitsplit.quickstart.easy_vqa_task import TYPE_METRICS, normalize_answer
 
 
 @dataclass

@@ -23,7 +23,7 @@ BLANK_RGB = (128, 128, 128)
 BLANK_IMAGE_NAME = "blank.png"  # written into the image folder for the blind baseline's training data
 PARQUET_NAME = "test.parquet"
 
-_MODULE = "llava_vitsplit.data.easy_vqa_task"
+_MODULE = "llava_vitsplit.quickstart.easy_vqa_task"
 TYPE_METRICS = {"yes/no": "accuracy_yes_no", "color": "accuracy_color", "shape": "accuracy_shape"}
 
 TASK_YAML = (

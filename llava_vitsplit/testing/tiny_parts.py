@@ -1,6 +1,6 @@
 """Tiny pretrained-looking parts for CI, tests and benchmarks of the training scripts (no downloads).
 
-``save_tiny_parts(dir)`` writes ``dir/vision`` (a tiny random CLIP vision tower with its image processor)
+``save_tiny_parts(dir, data_dir)`` writes ``dir/vision`` (a tiny random CLIP vision tower with its image processor)
 and ``dir/llm`` (a tiny random Llama whose tokenizer is a real sentencepiece model trained here, saved the
 way Vicuna ships it: ``tokenizer.model`` + ``tokenizer_config.json``, no ``tokenizer.json``), i.e. exactly
 what ``--vision_tower`` and ``--model_name_or_path`` point at in a real run.
@@ -12,15 +12,13 @@ import json
 from pathlib import Path
 
 from llava_vitsplit.model.chat_templates import VICUNA_V1_SYSTEM
-from llava_vitsplit.tiny import (
+from llava_vitsplit.testing.tiny import (
     TINY_CORPUS,
     save_tiny_language_model,
     save_tiny_vision_tower,
     tiny_adapter_settings,
 )
 from llava_vitsplit.tokenizers import load_tokenizer, train_llama_sentencepiece
-
-SHIPPED_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 
 
 def tiny_adapter_args(fusion_output: str = "vision_mlp") -> list[str]:
@@ -39,11 +37,19 @@ def tokenizer_corpus(data_files: list[Path] | None = None) -> list[str]:
 
 
 def save_tiny_parts(
-    out_dir: str | Path, vocab_size: int = 512, seed: int = 0, vision_layers: int = 4
+    out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    vocab_size: int = 512,
+    seed: int = 0,
+    vision_layers: int = 4,
 ) -> dict[str, Path]:
-    """Write ``vision/`` and ``llm/`` under ``out_dir``; returns their paths (and the tokenizer folder)."""
+    """Write ``vision/`` and ``llm/`` under ``out_dir``; returns their paths (and the tokenizer folder).
+
+    ``data_dir``: a folder of LLaVA ``*.json`` records (the repository's ``tests/data``) whose turns the
+    tokenizer is also trained on, so they tokenize into whole words; ``None`` uses the built-in corpus only.
+    """
     out_dir = Path(out_dir)
-    files = sorted(SHIPPED_DATA.glob("*.json")) if SHIPPED_DATA.is_dir() else []
+    files = sorted(Path(data_dir).glob("*.json")) if data_dir is not None else []
     spm_dir = train_llama_sentencepiece(
         out_dir / "sentencepiece", tokenizer_corpus(files), vocab_size=vocab_size
     )

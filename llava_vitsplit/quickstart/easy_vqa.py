@@ -18,7 +18,7 @@ eight colours, with 38,575 / 9,673 questions over 13 answers. This module writes
 - ``test_questions.jsonl``: LLaVA's evaluation question format (``question_id``, ``image``, ``text``) plus
   ``question``, ``answer``, ``question_type`` and ``image_id``;
 - ``lmms_eval_tasks/``: a local lmms-eval task over the test split (``--include_path``), see
-  :mod:`llava_vitsplit.data.easy_vqa_task`.
+  :mod:`llava_vitsplit.quickstart.easy_vqa_task`.
 
 Every step shows a progress bar and records its parameters in ``steps.json``; a re-run with the same
 parameters skips finished steps. ``llava-vitsplit easy-vqa --help`` is the command.
@@ -373,7 +373,7 @@ def convert(
     force: bool = False,
 ) -> dict[str, Path]:
     """Write all outputs (see the module docstring); returns their paths by name."""
-    from llava_vitsplit.data import easy_vqa_task
+    from llava_vitsplit.quickstart import easy_vqa_task
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
