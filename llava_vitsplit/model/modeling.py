@@ -161,9 +161,9 @@ class LlavaViTSplitModel(LlavaViTSplitPreTrainedModel, LlavaModel):
                 f"got vision_feature_layer={vision_feature_layer}"
             )
         hidden_states, grid_hw = self.vision_hidden_states(pixel_values)
-        connector_dtype = next(self.multi_modal_projector.parameters()).dtype
+        connector_dtype = next(self.connector.parameters()).dtype
         hidden_states = tuple(h.to(connector_dtype) for h in hidden_states)
-        image_features = self.multi_modal_projector.forward_hidden_states(hidden_states, grid_hw)  # [B, N, D]
+        image_features = self.connector.forward_hidden_states(hidden_states, grid_hw)  # [B, N, D]
         return BaseModelOutputWithPooling(
             last_hidden_state=hidden_states[-1],
             hidden_states=hidden_states,

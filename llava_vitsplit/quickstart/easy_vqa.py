@@ -362,6 +362,63 @@ def copy_images(split: Split, out_dir: Path) -> None:
         shutil.copyfile(src, target / f"{image_id}.png")
 
 
+def output_paths(out_dir: Path) -> dict[str, Path]:
+    """Where ``convert`` writes each output, by name."""
+    return {
+        "image_folder": out_dir / "images",
+        "stage1": out_dir / STAGE1_FILE,
+        "stage2": out_dir / STAGE2_FILE,
+        "eval": out_dir / EVAL_FILE,
+        "task_dir": out_dir / "lmms_eval_tasks",
+    }
+
+
+def _write_training_files(
+    steps: Steps, splits: dict[str, Split], base: dict, paths: dict[str, Path], stage2: dict[str, Any]
+) -> None:
+    """The images of every split and the stage-1 / stage-2 LLaVA records (``stage2``: its settings)."""
+    for name, split in splits.items():
+        steps.run(
+            f"images-{name}",
+            base,
+            [paths["image_folder"] / name / f"{i}.png" for i in split.image_paths],
+            lambda split=split: copy_images(split, paths["image_folder"].parent),
+        )
+    steps.run(
+        "stage1",
+        {**base, "captions": CAPTION_FORMAT},
+        [paths["stage1"]],
+        lambda: write_json(paths["stage1"], caption_records(splits["train"])),
+    )
+    settings = {"max_turns": stage2["max_turns"], "caption_share": stage2["caption_share"]}
+    steps.run(
+        "stage2",
+        {**base, "captions": CAPTION_FORMAT, **settings, "balanced_yes_no": stage2["balanced"]},
+        [paths["stage2"]],
+        lambda: write_json(
+            paths["stage2"],
+            stage2_records(splits["train"], **settings, seed=stage2["seed"], balanced=stage2["balanced"]),
+        ),
+    )
+
+
+def _write_eval_files(steps: Steps, test: Split, base: dict, paths: dict[str, Path], seed: int) -> None:
+    """The shuffled test questions, the blind variant's blank image and the local lmms-eval task."""
+    from llava_vitsplit.quickstart import easy_vqa_task
+
+    rows = eval_rows(test)
+    random.Random(seed).shuffle(rows)  # so lmms-eval's --limit N takes a representative sample
+    steps.run("eval", {**base, "seed": seed}, [paths["eval"]], lambda: write_jsonl(paths["eval"], rows))
+    blank = paths["image_folder"] / easy_vqa_task.BLANK_IMAGE_NAME
+    steps.run("blank-image", {}, [blank], lambda: easy_vqa_task.blank_image().save(blank))
+    steps.run(
+        "lmms-eval-task",
+        {**base, "seed": seed, "task": easy_vqa_task.TASK_NAME},
+        easy_vqa_task.task_files(paths["task_dir"]),
+        lambda: easy_vqa_task.write_task(paths["task_dir"], rows, paths["image_folder"]),
+    )
+
+
 def convert(
     out_dir: str | Path = DEFAULT_OUT,
     *,
@@ -373,8 +430,6 @@ def convert(
     force: bool = False,
 ) -> dict[str, Path]:
     """Write all outputs (see the module docstring); returns their paths by name."""
-    from llava_vitsplit.quickstart import easy_vqa_task
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = Steps(out_dir, force)
@@ -383,52 +438,10 @@ def convert(
         "limit_images": limit_images,
         "easy_vqa_questions": {n: len(s.questions) for n, s in splits.items()},
     }
-    paths = {
-        "image_folder": out_dir / "images",
-        "stage1": out_dir / STAGE1_FILE,
-        "stage2": out_dir / STAGE2_FILE,
-        "eval": out_dir / EVAL_FILE,
-        "task_dir": out_dir / "lmms_eval_tasks",
-    }
-    for name, split in splits.items():
-        steps.run(
-            f"images-{name}",
-            base,
-            [paths["image_folder"] / name / f"{i}.png" for i in split.image_paths],
-            lambda split=split: copy_images(split, out_dir),
-        )
-    steps.run(
-        "stage1",
-        {**base, "captions": CAPTION_FORMAT},
-        [paths["stage1"]],
-        lambda: write_json(paths["stage1"], caption_records(splits["train"])),
-    )
-    steps.run(
-        "stage2",
-        {
-            **base,
-            "captions": CAPTION_FORMAT,
-            "max_turns": max_turns,
-            "caption_share": caption_share,
-            "balanced_yes_no": balanced,
-        },
-        [paths["stage2"]],
-        lambda: write_json(
-            paths["stage2"], stage2_records(splits["train"], max_turns, caption_share, seed, balanced)
-        ),
-    )
-    rows = eval_rows(splits["test"])
-    random.Random(seed).shuffle(rows)  # so lmms-eval's --limit N takes a representative sample
-    steps.run("eval", {**base, "seed": seed}, [paths["eval"]], lambda: write_jsonl(paths["eval"], rows))
-    blank = paths["image_folder"] / easy_vqa_task.BLANK_IMAGE_NAME
-    steps.run("blank-image", {}, [blank], lambda: easy_vqa_task.blank_image().save(blank))
-    task_files = easy_vqa_task.task_files(paths["task_dir"])
-    steps.run(
-        "lmms-eval-task",
-        {**base, "seed": seed, "task": easy_vqa_task.TASK_NAME},
-        task_files,
-        lambda: easy_vqa_task.write_task(paths["task_dir"], rows, paths["image_folder"]),
-    )
+    paths = output_paths(out_dir)
+    stage2 = {"max_turns": max_turns, "caption_share": caption_share, "balanced": balanced, "seed": seed}
+    _write_training_files(steps, splits, base, paths, stage2)
+    _write_eval_files(steps, splits["test"], base, paths, seed)
     return paths
 
 
