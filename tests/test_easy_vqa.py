@@ -208,8 +208,8 @@ def test_balance_yes_no_equalises_answers_per_phrasing_and_keeps_open_questions(
 
 def test_command_balances_yes_no_on_request(tmp_path, capsys):
     assert easy_vqa.main(["--out", str(tmp_path), "--limit-images", "6", "--balance-yes-no"]) == 0
-    steps = json.loads((tmp_path / easy_vqa.STEPS_FILE).read_text())
-    assert steps["stage2"]["balanced_yes_no"] is True
+    stamp = json.loads((tmp_path / easy_vqa.STEPS_DIR / "stage2.json").read_text())
+    assert stamp["settings"]["balanced_yes_no"] is True
     records = json.loads((tmp_path / easy_vqa.STAGE2_FILE).read_text())
     answers = Counter(r["conversations"][1]["value"] for r in records if "-caption" not in r["id"])
     assert answers["yes"] == answers["no"] > 0

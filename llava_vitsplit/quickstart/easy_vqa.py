@@ -42,6 +42,7 @@ from tqdm import tqdm
 from llava_vitsplit.model.chat_templates import SHORT_ANSWER_PROMPT
 from llava_vitsplit.util import atomic
 from llava_vitsplit.util.atomic import write_jsonl
+from llava_vitsplit.util.step_cache import StepCache
 
 SPLITS = ("train", "test")
 QUESTION_TYPES = ("yes/no", "color", "shape")
@@ -50,7 +51,7 @@ DEFAULT_OUT = Path("playground/data/easy_vqa")
 STAGE1_FILE = "stage1_captions.json"
 STAGE2_FILE = "stage2_instruct.json"
 EVAL_FILE = "test_questions.jsonl"
-STEPS_FILE = "steps.json"
+STEPS_DIR = "steps"  # one stamp per finished step (llava_vitsplit.util.step_cache)
 CAPTION_PROMPTS = (
     "Describe the image briefly.",
     "What is shown in this picture?",
@@ -332,24 +333,17 @@ def write_json(path: Path, data: Any) -> None:
     atomic.write_json(path, data, indent=1)
 
 
-class Steps:
-    """``steps.json``: parameters each finished step ran with; a step reruns when they change."""
+class Steps(StepCache):
+    """The converter's finished steps (stamps under ``<out>/steps/``); a step reruns when its settings change."""
 
     def __init__(self, out_dir: Path, force: bool = False) -> None:
-        self.path = out_dir / STEPS_FILE
-        self.done: dict[str, Any] = (
-            {} if force or not self.path.is_file() else json.loads(self.path.read_text())
-        )
+        super().__init__(out_dir / STEPS_DIR, force)
 
-    def run(self, name: str, params: dict, outputs: list[Path], fn: Callable[[], None]) -> bool:
-        """Run ``fn`` unless ``name`` finished with ``params`` and all ``outputs`` exist; True if it ran."""
-        if self.done.get(name) == params and all(p.exists() for p in outputs):
+    def run(self, name: str, params: dict, outputs: list[Path], fn: Callable[[], None]) -> float | None:
+        seconds = super().run(name, params, outputs, fn)
+        if seconds is None:
             print(f"[easy-vqa] {name}: up to date, skipped")
-            return False
-        fn()
-        self.done[name] = params
-        write_json(self.path, self.done)
-        return True
+        return seconds
 
 
 def copy_images(split: Split, out_dir: Path) -> None:

@@ -21,6 +21,7 @@ from llava_vitsplit.assets.sources import sha256_file
 from llava_vitsplit.quickstart.budget import VARIANTS, Budget
 from llava_vitsplit.quickstart.easy_vqa_task import BLANK_IMAGE_NAME
 from llava_vitsplit.train.launch_env import single_process_env
+from llava_vitsplit.util.step_cache import StepCache
 
 PRESET = "quickstart"
 
@@ -54,6 +55,7 @@ class Run:
             raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
         self.out_dir = Path(self.out_dir)
         self.repo = Path(self.repo).resolve()
+        self.steps = StepCache(self.out_dir / "steps", self.force)
         missing = [name for name in STAGE_SCRIPTS.values() if not (self.repo / "scripts" / name).is_file()]
         if missing:
             raise QuickstartError(
@@ -62,26 +64,16 @@ class Run:
             )
 
     # ---- bookkeeping -------------------------------------------------------------------------------
-    def _stamp(self, step: str) -> Path:
-        return self.out_dir / "steps" / f"{step}.json"
-
     def step(self, name: str, settings: dict, outputs: list[Path], fn: Callable[[], None]) -> None:
         """Run ``fn`` unless a stamp shows it finished with ``settings`` and ``outputs`` exist."""
-        stamp = self._stamp(name)
-        if not self.force and stamp.is_file() and all(p.exists() for p in outputs):
-            done = json.loads(stamp.read_text())
-            if done.get("settings") == settings:
-                self.timings[name] = done.get("seconds", 0.0)
-                self.log(f"[quickstart] {name}: done before ({done.get('seconds', 0):.0f}s), skipped")
-                return
+        done = self.steps.finished(name, settings, outputs)
+        if done is not None:
+            self.timings[name] = done.get("seconds", 0.0)
+            self.log(f"[quickstart] {name}: done before ({done.get('seconds', 0):.0f}s), skipped")
+            return
         self.log(f"[quickstart] {name} ...")
-        start = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - start
-        self.timings[name] = seconds
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"settings": settings, "seconds": seconds}, indent=1) + "\n")
-        self.log(f"[quickstart] {name}: {seconds:.0f}s")
+        self.timings[name] = self.steps.run(name, settings, outputs, fn)
+        self.log(f"[quickstart] {name}: {self.timings[name]:.0f}s")
 
     def _run_logged(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         # PASSIVE: idle OpenMP threads sleep instead of spinning, which on a busy machine (or with the
@@ -239,7 +231,7 @@ class Run:
             "language_model": self.language_model,
             "vision_tower": self.vision_tower,
             "args": self._train_args(stage),
-            "after": self._stamp_of("vision-tower" if stage == "pretrain" else "pretrain"),
+            "after": self.steps.finished_at("vision-tower" if stage == "pretrain" else "pretrain"),
         }
 
         def run() -> None:
@@ -259,7 +251,7 @@ class Run:
         settings = {
             "limit": self.budget.eval_limit,
             "task": self.task_name(),
-            "checkpoint": self._stamp_of("finetune"),
+            "checkpoint": self.steps.finished_at("finetune"),
         }
 
         def run() -> None:
@@ -293,11 +285,6 @@ class Run:
                 )
 
         self.step("evaluate", settings, [self.eval_dir], run)
-
-    def _stamp_of(self, step: str) -> float | None:
-        """When ``step`` last finished (its stamp's mtime), so later steps rerun after it reruns."""
-        stamp = self._stamp(step)
-        return stamp.stat().st_mtime if stamp.is_file() else None
 
     def run_all(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
