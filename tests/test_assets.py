@@ -59,7 +59,7 @@ def onnx_proto():
 
 def test_dinov2_recovery_fails_loudly_on_a_wrong_weight(onnx_proto):
     from llava_vitsplit.assets.dinov2_onnx import (
-        build_model,
+        dinov2_from_onnx_state,
         extract_state_dict,
         verification_inputs,
         verify_against_onnx,
@@ -74,7 +74,7 @@ def test_dinov2_recovery_fails_loudly_on_a_wrong_weight(onnx_proto):
         "encoder.layer.5.attention.attention.query.weight",
     )
     state[key], state[query] = state[query], state[key]
-    check = verify_against_onnx(build_model(state), onnx_proto, verification_inputs(batch=1))
+    check = verify_against_onnx(dinov2_from_onnx_state(state), onnx_proto, verification_inputs(batch=1))
     assert check.max_abs_diff[4] < 1e-4  # blocks before the damaged one still match
     assert check.max_abs_diff[5] > 1e-2 and check.worst > 1e-2
 

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import llava_vitsplit
+from llava_vitsplit.backbones.registry import BACKBONES
 
 PACKAGE_DIR = Path(llava_vitsplit.__file__).parent
 
@@ -26,9 +27,11 @@ ALLOWED_OWN = (
 )
 # The fixture this test builds its tiny preset with (it imports only dense code itself).
 TEST_FIXTURES = {"llava_vitsplit.testing", "llava_vitsplit.testing.dense_synthetic"}
-# transformers model families the dense code may load (vision towers + the auto machinery, which
-# loads encoder_decoder itself).
-ALLOWED_TRANSFORMERS = {"auto", "encoder_decoder", "dinov2", "dinov2_with_registers", "clip"}
+# transformers model families the dense code may load: the auto machinery (which loads encoder_decoder
+# itself) and the vision towers of the backbone registry (the package of each spec's model class).
+ALLOWED_TRANSFORMERS = {"auto", "encoder_decoder"} | {
+    spec.model_cls().__module__.split(".")[2] for spec in BACKBONES.values()
+}
 FORBIDDEN_PACKAGES = ("peft", "gradio", "lmms_eval", "deepspeed.runtime.zero")
 
 PROBE = """

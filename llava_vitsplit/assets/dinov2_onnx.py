@@ -114,7 +114,7 @@ def extract_state_dict(model_proto) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_model(state: dict[str, torch.Tensor]):
+def dinov2_from_onnx_state(state: dict[str, torch.Tensor]):
     """A ``Dinov2Model`` holding ``state`` (checkpoint key names, as in ``facebook/dinov2-small``).
 
     Loading goes through ``from_pretrained`` so transformers' own checkpoint-key conversion applies;
@@ -204,7 +204,7 @@ def recover_dinov2(onnx_path: Path, out_dir: Path, *, atol: float = 1e-4) -> dic
     import onnx
 
     model_proto = onnx.load(str(onnx_path))
-    model = build_model(extract_state_dict(model_proto))
+    model = dinov2_from_onnx_state(extract_state_dict(model_proto))
     check = verify_against_onnx(model, model_proto, verification_inputs())
     if not check.worst <= atol:
         raise RecoveryError(

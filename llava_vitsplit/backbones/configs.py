@@ -2,7 +2,8 @@
 
 They describe shapes only (random weights when built from them): enough for parameter accounting on the
 meta device and for building a model whose weights are then loaded from a local checkpoint. Values are
-those of the public ``facebook/dinov2-*`` and ``openai/clip-vit-*`` configs.
+those of the public ``facebook/dinov2-*``, ``openai/clip-vit-*`` and ``google/siglip-*`` configs (the
+vision half of the dual encoders). Each ``model_type`` must be in the backbone registry.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ BACKBONE_CONFIGS["clip-vit-large-patch14-336"] = {
     "hidden_act": "quick_gelu",
     "layer_norm_eps": 1e-5,
     "projection_dim": 768,
+}
+BACKBONE_CONFIGS["siglip-base-patch16-224"] = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "image_size": 224,
+    "patch_size": 16,
+    "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
 }
 
 

@@ -22,7 +22,8 @@ def build_backbone(
 ) -> FrozenBackbone:
     """A frozen backbone from an embedded config name or config dict, loading ``weights`` if given.
 
-    ``weights``: a transformers checkpoint folder (DINOv2 / CLIP), or for
+    ``weights``: a transformers checkpoint folder of a family in the backbone registry (DINOv2, CLIP,
+    SigLIP ...; ``llava_vitsplit.backbones.registry``), or for
     ``{"model_type": "open_clip", "model_name": ...}`` an open_clip weights file. Without weights the
     tower is randomly initialised (tests, parameter accounting). A checkpoint whose width or depth
     differs from the preset's backbone is refused, since the adapter's layer choices depend on them.

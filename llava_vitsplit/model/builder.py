@@ -1,9 +1,9 @@
 """Assemble a LLaVA-ViT-Split model (and its processor) from separately pretrained parts.
 
-``build_model(vision_tower, language_model, ...)`` loads a CLIP / SigLIP / DINOv2 vision model and a
-causal LM (hub ids or local folders), adds the ``<image>`` token to the tokenizer, builds the connector
-with a seeded init (identical on every rank), and copies the task head's weights from the tower's last
-``K_t`` effective blocks *after* initialisation (transformers re-initialises custom submodules in
+``build_model(vision_tower, language_model, ...)`` loads a vision model of any family in the backbone
+registry (CLIP, SigLIP, DINOv2 ...) and a causal LM (hub ids or local folders), adds the ``<image>``
+token to the tokenizer, builds the connector with a seeded init (identical on every rank), and copies
+the task head's weights from the tower's last ``K_t`` effective blocks *after* initialisation (transformers re-initialises custom submodules in
 ``post_init``, so copying earlier would be overwritten).
 
 The combined model is first built on the meta device; the loaded tower and LM modules are then put in
@@ -16,18 +16,11 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    CLIPVisionModel,
-    SiglipVisionModel,
-)
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 
 from llava_vitsplit.adapter import AdapterConfig
 from llava_vitsplit.backbones.hf_layers import effective_depth, num_prefix_tokens, truncate_layers
+from llava_vitsplit.backbones.registry import load_vision_model
 from llava_vitsplit.model.configuration import LlavaViTSplitConfig
 from llava_vitsplit.model.modeling import LlavaViTSplitForConditionalGeneration
 from llava_vitsplit.model.processing import LlavaViTSplitProcessor
@@ -35,12 +28,6 @@ from llava_vitsplit.model.processing import LlavaViTSplitProcessor
 logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"
-_VISION_CLASSES = {
-    "clip": CLIPVisionModel,
-    "clip_vision_model": CLIPVisionModel,
-    "siglip": SiglipVisionModel,
-    "siglip_vision_model": SiglipVisionModel,
-}
 
 
 @dataclass(frozen=True)
@@ -63,13 +50,6 @@ def image_token_layout(config: LlavaViTSplitConfig) -> ImageTokenLayout:
     )  # LlavaProcessor subtracts one; the connector drops all prefix tokens
 
 
-def load_vision_model(name_or_path: str, torch_dtype: torch.dtype = torch.float32):
-    """The vision half of a checkpoint: CLIP/SigLIP vision models from full dual-encoder repos, else AutoModel."""
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
-    cls = _VISION_CLASSES.get(model_type, AutoModel)
-    return cls.from_pretrained(name_or_path, dtype=torch_dtype)
-
-
 def ensure_image_token(tokenizer) -> int:
     """Add ``<image>`` as a special token (and a pad token if missing); return the image token id."""
     if IMAGE_TOKEN not in tokenizer.get_vocab():
@@ -90,6 +70,21 @@ def make_processor(config: LlavaViTSplitConfig, image_processor, tokenizer, imag
         image_token=IMAGE_TOKEN,
         image_aspect_ratio=image_aspect_ratio,
     )
+
+
+def init_connector(model: LlavaViTSplitForConditionalGeneration, seed: int) -> None:
+    """Materialise the meta-built connector and initialise it, then copy the task head from the tower.
+
+    The init runs under a forked RNG seeded with ``seed``, so it is identical on every rank and leaves
+    the caller's RNG untouched; the task-head copy comes after it (see the module docstring).
+    """
+    connector = model.model.multi_modal_projector
+    connector.to_empty(device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in connector.modules():
+            model._init_weights(module)
+    model.copy_task_head_from_tower()
 
 
 def build_model(
@@ -140,13 +135,7 @@ def build_model(
     model.model.language_model = lm.model
     model.lm_head = lm.lm_head
 
-    connector = model.model.multi_modal_projector
-    connector.to_empty(device="cpu")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in connector.modules():
-            model._init_weights(module)
-    model.copy_task_head_from_tower()
+    init_connector(model, seed)
     model.to(torch_dtype)
 
     processor = make_processor(config, image_processor, tokenizer, image_aspect_ratio)

@@ -46,6 +46,7 @@ from transformers.models.llava.modeling_llava import (
 
 from llava_vitsplit.adapter import DeformableConv3x3, SparseLayerGate
 from llava_vitsplit.backbones.hf_layers import effective_depth, encoder_layers, truncate_layers
+from llava_vitsplit.backbones.registry import backbone_spec
 from llava_vitsplit.model.configuration import LlavaViTSplitConfig
 from llava_vitsplit.model.connector import ViTSplitConnector, build_connector
 
@@ -62,7 +63,6 @@ def _init_conv_like_torch(weight: torch.Tensor, bias: torch.Tensor | None) -> No
 class LlavaViTSplitPreTrainedModel(LlavaPreTrainedModel):
     config_class = LlavaViTSplitConfig
     config: LlavaViTSplitConfig
-    _no_split_modules = ["LlamaDecoderLayer", "CLIPEncoderLayer", "SiglipEncoderLayer", "Dinov2Layer"]
 
     def _init_weights(self, module: nn.Module) -> None:
         # The adapter's convs keep PyTorch's default init (as the released code); deformable offsets start
@@ -84,7 +84,12 @@ class LlavaViTSplitModel(LlavaViTSplitPreTrainedModel, LlavaModel):
 
     def __init__(self, config: LlavaViTSplitConfig):
         LlavaViTSplitPreTrainedModel.__init__(self, config)
-        self.vision_tower = AutoModel.from_config(config.vision_config)
+        vision_spec = backbone_spec(config.vision_config.model_type)
+        # Units never split across devices (device_map) nor inside one FSDP wrap: the tower's block class
+        # from the backbone registry; transformers' post_init adds each child model's own list (the
+        # language model's decoder layer, whatever the LLM).
+        self._no_split_modules = [vision_spec.block_class]
+        self.vision_tower = vision_spec.model_cls()._from_config(config.vision_config)
         self.vision_depth = effective_depth(
             config.vision_config.num_hidden_layers, config.vision_feature_layer
         )

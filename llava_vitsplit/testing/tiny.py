@@ -2,8 +2,9 @@
 
 - ``make_bpe_tokenizer()``: a byte-level BPE tokenizer trained offline on a small built-in corpus
   (Llama-style special tokens ``<s> </s> <unk>`` plus ``<pad>``).
-- ``save_tiny_vision_tower(dir, kind)``: a CLIP / SigLIP / DINOv2 vision model (56 px, patch 14, 4 blocks,
-  width 32) with its image processor.
+- ``save_tiny_vision_tower(dir, kind)``: a vision model of any family in the backbone registry (``kind``:
+  a model type or alias such as ``clip``, ``siglip``, ``dinov2``; 56 px, patch 14, 4 blocks, width 32)
+  with its image processor.
 - ``save_tiny_language_model(dir, tokenizer)``: a 2-layer Llama (width 32) with the tokenizer.
 - ``build_tiny_checkpoint(dir, ...)``: both assembled with ``build_model`` and saved as one
   ``llava_vitsplit`` checkpoint (model + processor) loadable by ``AutoModelForImageTextToText``.
@@ -15,20 +16,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import (
-    BitImageProcessor,
-    CLIPImageProcessor,
-    CLIPVisionConfig,
-    CLIPVisionModel,
-    Dinov2Config,
-    Dinov2Model,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-    SiglipImageProcessor,
-    SiglipVisionConfig,
-    SiglipVisionModel,
-)
+import transformers
+from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from llava_vitsplit.backbones.registry import backbone_spec
 
 TINY_IMAGE_SIZE = 56
 TINY_PATCH = 14
@@ -64,7 +55,8 @@ def make_bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
 
 
 def tiny_vision_config(kind: str = "clip", num_layers: int = 4):
-    common = dict(
+    """The tiny config of the registered family ``kind`` (its spec's ``tiny_config`` of the common shape)."""
+    shape = dict(
         hidden_size=TINY_WIDTH,
         intermediate_size=2 * TINY_WIDTH,
         num_hidden_layers=num_layers,
@@ -72,36 +64,27 @@ def tiny_vision_config(kind: str = "clip", num_layers: int = 4):
         image_size=TINY_IMAGE_SIZE,
         patch_size=TINY_PATCH,
     )
-    if kind == "clip":
-        return CLIPVisionConfig(**common, projection_dim=TINY_WIDTH)
-    if kind == "siglip":
-        return SiglipVisionConfig(**common)
-    if kind == "dinov2":
-        return Dinov2Config(**{k: v for k, v in common.items() if k != "intermediate_size"}, mlp_ratio=2)
-    raise ValueError(f"tiny vision kind must be 'clip', 'siglip' or 'dinov2', got {kind!r}")
+    spec = backbone_spec(kind)
+    return AutoConfig.for_model(spec.model_type, **spec.tiny_config(shape))
 
 
-_VISION = {
-    "clip": (CLIPVisionModel, CLIPImageProcessor),
-    "siglip": (SiglipVisionModel, SiglipImageProcessor),
-    "dinov2": (Dinov2Model, BitImageProcessor),
-}
+def tiny_image_processor(kind: str = "clip"):
+    """The family's image processor at the tiny size (resize + centre crop where the family crops)."""
+    processor_cls = getattr(transformers, backbone_spec(kind).image_processor)
+    size = TINY_IMAGE_SIZE
+    if getattr(processor_cls, "do_center_crop", False):
+        return processor_cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return processor_cls(size={"height": size, "width": size})
 
 
 def save_tiny_vision_tower(
     out_dir: str | Path, kind: str = "clip", seed: int = 0, num_layers: int = 4
 ) -> Path:
     out_dir = Path(out_dir)
-    model_cls, processor_cls = _VISION[kind]
     torch.manual_seed(seed)
-    model = model_cls(tiny_vision_config(kind, num_layers))
+    model = backbone_spec(kind).model_cls()(tiny_vision_config(kind, num_layers))
     model.save_pretrained(out_dir)
-    size = TINY_IMAGE_SIZE
-    if kind == "siglip":
-        processor = processor_cls(size={"height": size, "width": size})
-    else:
-        processor = processor_cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    processor.save_pretrained(out_dir)
+    tiny_image_processor(kind).save_pretrained(out_dir)
     return out_dir
 
 
