@@ -78,7 +78,7 @@ def released_style_adapter(num_layers: int, feature_layer: int = -2) -> dict:
 
 
 def connector_params(model) -> int:
-    connector = model.model.multi_modal_projector
+    connector = model.connector
     return sum(p.numel() for p in connector.parameters() if p.requires_grad)
 
 

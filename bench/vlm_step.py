@@ -96,7 +96,7 @@ def _connector_timer(model, batch, repeats: int = 3):
         hidden, grid = inner.vision_hidden_states(batch["pixel_values"])
         cuda = batch["pixel_values"].is_cuda
         times = [
-            timed(lambda: _connector_step(inner.multi_modal_projector, hidden, grid), cuda)
+            timed(lambda: _connector_step(inner.connector, hidden, grid), cuda)
             for _ in range(repeats)
         ]
         model.zero_grad(set_to_none=True)
@@ -136,7 +136,7 @@ def build_bench(preset_name: str, settings: dict) -> StepBench:
         "llm_layers": settings["llm_layers"],
         "tokens_per_step": int(batch["input_ids"].numel()),
         "trainable_params": sum(p.numel() for p in trainable),
-        "connector_params": sum(p.numel() for p in model.model.multi_modal_projector.parameters()),
+        "connector_params": sum(p.numel() for p in model.connector.parameters()),
     }
     return StepBench(step, device, info, extra=_connector_timer(model, batch))
 

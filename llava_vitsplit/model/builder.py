@@ -78,7 +78,7 @@ def init_connector(model: LlavaViTSplitForConditionalGeneration, seed: int) -> N
     The init runs under a forked RNG seeded with ``seed``, so it is identical on every rank and leaves
     the caller's RNG untouched; the task-head copy comes after it (see the module docstring).
     """
-    connector = model.model.multi_modal_projector
+    connector = model.connector
     connector.to_empty(device="cpu")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
