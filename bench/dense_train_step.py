@@ -62,7 +62,7 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
     import torch
 
     from llava_vitsplit.dense.baseline import LinearSegmenter
-    from llava_vitsplit.dense.build import build_backbone, build_model
+    from llava_vitsplit.dense.build import build_backbone, build_dense_model
     from llava_vitsplit.dense.losses import segmentation_loss
     from llava_vitsplit.dense.optim import build_optimizer
     from llava_vitsplit.dense.presets import get_dense_preset
@@ -74,7 +74,7 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
         preset = preset.replace(adapter={**preset.adapter, "conv_type": "plain"})
     backbone = build_backbone(preset.backbone)
     if variant.startswith("vitsplit"):
-        model = build_model([preset], backbone)
+        model = build_dense_model([preset], backbone)
         forward = lambda x: model(x)[preset.name]  # noqa: E731
     else:
         model = LinearSegmenter(backbone, preset.num_classes)

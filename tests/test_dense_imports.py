@@ -42,10 +42,10 @@ for pkg in (llava_vitsplit.adapter, llava_vitsplit.backbones, llava_vitsplit.den
     for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(info.name)
 import torch
-from llava_vitsplit.dense.build import build_backbone, build_model
+from llava_vitsplit.dense.build import build_backbone, build_dense_model
 from llava_vitsplit.testing.dense_synthetic import tiny_preset
 preset = tiny_preset()
-build_model([preset], build_backbone(preset.backbone))(torch.zeros(1, 3, 16, 16))
+build_dense_model([preset], build_backbone(preset.backbone))(torch.zeros(1, 3, 16, 16))
 print(json.dumps(sorted(sys.modules)))
 """
 

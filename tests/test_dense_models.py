@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from llava_vitsplit.dense.build import build_backbone, build_detector, build_model
+from llava_vitsplit.dense.build import build_backbone, build_dense_model, build_detector
 from llava_vitsplit.dense.losses import sig_loss
 from llava_vitsplit.dense.param_report import dense_param_report
 from llava_vitsplit.dense.presets import dense_presets, get_dense_preset
@@ -25,7 +25,7 @@ def _one_thread():
 def _tiny_model(*presets):
     torch.manual_seed(0)
     backbone = build_backbone(presets[0].backbone)
-    return build_model(list(presets), backbone)
+    return build_dense_model(list(presets), backbone)
 
 
 def test_segmentation_and_depth_shapes_on_odd_sizes():

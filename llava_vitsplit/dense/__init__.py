@@ -4,6 +4,8 @@ The adapter is imported from ``llava_vitsplit.adapter`` (the one implementation 
 nothing here imports the VLM, the LLM code or the training/serving modules of the VLM.
 
 - ``presets``: the paper's configurations as data; ``dense_presets()``, ``dense_param_report(name)``.
+- ``tasks``: the task registry (``TASKS``, one ``DenseTaskSpec`` per task: head or own model, loss,
+  dataset and transforms, metric, data checks, prediction writer); everything below looks it up.
 - ``build``/``model``/``heads``/``detection``: backbone + adapter + heads, multi-task ``DenseModel``,
   Mask R-CNN with the ViT-Split neck.
 - ``data``/``transforms``/``pipeline``: standard dataset layouts and augmentation.

@@ -1,4 +1,4 @@
-"""Build backbones, adapters, heads and whole dense models from a ``DensePreset``."""
+"""Build backbones, adapters and whole dense models from a ``DensePreset`` (heads: ``dense.tasks``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from torch import nn
 from llava_vitsplit.adapter import AdapterConfig, ViTSplitAdapter
 from llava_vitsplit.backbones.base import FrozenBackbone
 from llava_vitsplit.backbones.configs import backbone_config
-from llava_vitsplit.dense.heads import DepthHead, SegmentationHead
 from llava_vitsplit.dense.model import DenseModel, TaskBranch
 from llava_vitsplit.dense.presets import DensePreset
+from llava_vitsplit.dense.tasks import task_spec
+from llava_vitsplit.dense.tasks.mask_rcnn import build_preset_detector
 
 
 def build_backbone(
@@ -60,29 +61,22 @@ def build_adapter(preset: DensePreset, backbone: FrozenBackbone) -> ViTSplitAdap
     )
 
 
-def build_head(preset: DensePreset, channels: int) -> nn.Module:
-    if preset.task == "segmentation":
-        return SegmentationHead(channels, preset.num_classes)
-    if preset.task == "depth":
-        return DepthHead(channels, min_depth=preset.min_depth)
-    raise ValueError(f"preset {preset.name!r}: no dense head for task {preset.task!r} (use build_detector)")
-
-
 def build_branch(preset: DensePreset, backbone: FrozenBackbone) -> TaskBranch:
-    adapter = build_adapter(preset, backbone)
-    return TaskBranch(preset.task, adapter, build_head(preset, adapter.out_channels))
+    """A ``DenseModel`` branch: the preset's adapter and its task's head."""
+    return task_spec(preset).build_branch(preset, build_adapter(preset, backbone))
 
 
-def branch_name(preset: DensePreset) -> str:
-    return preset.name
-
-
-def build_model(presets: Sequence[DensePreset], backbone: FrozenBackbone) -> DenseModel:
+def build_dense_model(presets: Sequence[DensePreset], backbone: FrozenBackbone) -> DenseModel:
     """One ``DenseModel`` with a branch per preset (named by preset name), all on ``backbone``."""
-    names = [branch_name(p) for p in presets]
+    names = [p.name for p in presets]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate task branches {names}")
-    return DenseModel(backbone, {branch_name(p): build_branch(p, backbone) for p in presets})
+    return DenseModel(backbone, {p.name: build_branch(p, backbone) for p in presets})
+
+
+def build_task_model(preset: DensePreset, backbone: FrozenBackbone) -> nn.Module:
+    """The model one preset trains: a one-branch ``DenseModel``, or its task's own model (Mask R-CNN)."""
+    return task_spec(preset).make_model(preset, backbone, build_adapter(preset, backbone))
 
 
 def build_detector(preset: DensePreset, backbone: FrozenBackbone, **kwargs: Any) -> nn.Module:
@@ -91,12 +85,4 @@ def build_detector(preset: DensePreset, backbone: FrozenBackbone, **kwargs: Any)
     ``preset.extra["detector"]`` holds extra ``MaskRCNN`` keyword arguments (and ``fpn_channels``);
     ``kwargs`` override them.
     """
-    from llava_vitsplit.dense.detection import build_mask_rcnn
-
-    if preset.task != "detection":
-        raise ValueError(f"preset {preset.name!r} is a {preset.task} preset, not detection")
-    kwargs = {**preset.extra.get("detector", {}), **kwargs}
-    min_size, max_size = preset.crop_size
-    kwargs.setdefault("min_size", min_size)
-    kwargs.setdefault("max_size", max_size)
-    return build_mask_rcnn(backbone, build_adapter(preset, backbone), preset.num_classes, **kwargs)
+    return build_preset_detector(preset, backbone, build_adapter(preset, backbone), **kwargs)

@@ -189,13 +189,9 @@ def load_rng_file(folder: str | Path, rank: int) -> dict[str, Any] | None:
 
 
 def split_state(model: nn.Module, frozen_prefix: str) -> dict[str, torch.Tensor]:
-    """The state dict without the frozen backbone's entries (those under ``frozen_prefix``)."""
+    """The state dict without the frozen backbone's entries (those under ``frozen_prefix``, given by the
+    task: ``DenseTaskSpec.frozen_prefix``)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen_prefix)}
-
-
-def frozen_prefix(task: str) -> str:
-    """Where the frozen tower sits in the model: ``DenseModel.backbone`` or Mask R-CNN's ``backbone.backbone``."""
-    return "backbone.backbone." if task == "detection" else "backbone."
 
 
 def backbone_source(spec: Any, weights: str | Path | None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Rebuild trained dense models from checkpoints, sharing one frozen backbone between them.
 
-Segmentation and depth checkpoints that were trained on the same backbone become branches of one
-``DenseModel`` (one frozen pass feeds every branch); detection checkpoints become Mask R-CNN models.
+Checkpoints of branch tasks (segmentation, depth: ``DenseTaskSpec.branch``) that were trained on the same
+backbone become branches of one ``DenseModel`` (one frozen pass feeds every branch); checkpoints of
+tasks with their own model (detection: Mask R-CNN) become one model each.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llava_vitsplit.dense.build import build_backbone, build_detector, build_model
-from llava_vitsplit.dense.checkpoint import frozen_prefix, load_checkpoint, load_trainable
+from llava_vitsplit.dense.build import build_backbone, build_dense_model, build_task_model
+from llava_vitsplit.dense.checkpoint import load_checkpoint, load_trainable
 from llava_vitsplit.dense.model import DenseModel
 from llava_vitsplit.dense.presets import DensePreset
+from llava_vitsplit.dense.tasks import task_spec
 
 
 @dataclass
 class LoadedModels:
-    dense: DenseModel | None = None
+    dense: DenseModel | None = None  # every branch-task checkpoint, one branch each
     dense_presets: list[DensePreset] = field(default_factory=list)
-    detectors: list[tuple[DensePreset, nn.Module]] = field(default_factory=list)
+    standalone: list[tuple[DensePreset, nn.Module]] = field(default_factory=list)  # own-model tasks
 
 
 def _same_backbone(a: dict, b: dict) -> bool:
@@ -42,6 +44,25 @@ def _backbone(source: dict, weights: str | Path | None):
     return backbone
 
 
+def _load_branches(payloads: list[dict], weights: str | Path | None, device) -> tuple[DenseModel, list]:
+    """One ``DenseModel`` with a branch per checkpoint; they must share one frozen backbone."""
+    first = payloads[0]
+    for other in payloads[1:]:
+        if not _same_backbone(first["backbone"], other["backbone"]):
+            raise ValueError(
+                f"{other['path']} was trained on a different backbone than {first['path']}; "
+                "multi-task inference needs one shared frozen backbone"
+            )
+    presets = [DensePreset.from_dict(p["presets"][0]) for p in payloads]
+    model = build_dense_model(presets, _backbone(first["backbone"], weights))
+    state: dict[str, torch.Tensor] = {}
+    for payload in payloads:
+        state.update(payload["model"])
+    prefix = task_spec(presets[0]).frozen_prefix
+    load_trainable(model, state, prefix, ", ".join(p["path"] for p in payloads))
+    return model.to(device).eval(), presets
+
+
 def load_models(
     checkpoints: Sequence[str | Path],
     backbone_weights: str | Path | None = None,
@@ -52,26 +73,16 @@ def load_models(
         raise ValueError("give at least one checkpoint")
     payloads = [load_checkpoint(c) for c in checkpoints]
     loaded = LoadedModels()
-    dense = [p for p in payloads if p["presets"][0]["task"] != "detection"]
+    branches = []
     for payload in payloads:
-        if payload["presets"][0]["task"] == "detection":
-            preset = DensePreset.from_dict(payload["presets"][0])
-            model = build_detector(preset, _backbone(payload["backbone"], backbone_weights))
-            load_trainable(model, payload["model"], frozen_prefix("detection"), payload["path"])
-            loaded.detectors.append((preset, model.to(device).eval()))
-    if dense:
-        first = dense[0]
-        for other in dense[1:]:
-            if not _same_backbone(first["backbone"], other["backbone"]):
-                raise ValueError(
-                    f"{other['path']} was trained on a different backbone than {first['path']}; "
-                    "multi-task inference needs one shared frozen backbone"
-                )
-        presets = [DensePreset.from_dict(p["presets"][0]) for p in dense]
-        model = build_model(presets, _backbone(first["backbone"], backbone_weights))
-        state: dict[str, torch.Tensor] = {}
-        for payload in dense:
-            state.update(payload["model"])
-        load_trainable(model, state, frozen_prefix("segmentation"), ", ".join(p["path"] for p in dense))
-        loaded.dense, loaded.dense_presets = model.to(device).eval(), presets
+        preset = DensePreset.from_dict(payload["presets"][0])
+        spec = task_spec(preset)
+        if spec.branch is not None:
+            branches.append(payload)
+            continue
+        model = build_task_model(preset, _backbone(payload["backbone"], backbone_weights))
+        load_trainable(model, payload["model"], spec.frozen_prefix, payload["path"])
+        loaded.standalone.append((preset, model.to(device).eval()))
+    if branches:
+        loaded.dense, loaded.dense_presets = _load_branches(branches, backbone_weights, device)
     return loaded

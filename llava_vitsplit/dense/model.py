@@ -33,12 +33,10 @@ def resize_to_input(
 
 
 class TaskBranch(nn.Module):
-    """``adapter`` + ``head``: ``BackboneOutput -> [B, K, H, W]`` (K classes, or 1 for depth)."""
+    """``adapter`` + ``head``: ``BackboneOutput -> [B, K, H, W]`` (K classes, 1 for depth; ``dense.tasks``)."""
 
     def __init__(self, task: str, adapter: ViTSplitAdapter, head: nn.Module) -> None:
         super().__init__()
-        if task not in ("segmentation", "depth"):
-            raise ValueError(f"a dense branch is 'segmentation' or 'depth', got {task!r}")
         self.task = task
         self.adapter = adapter
         self.head = head

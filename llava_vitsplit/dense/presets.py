@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-TASKS = ("segmentation", "depth", "detection")
 SCHEDULES = ("poly", "one_cycle")
 
 
@@ -29,6 +28,8 @@ class DensePreset:
     resized into (aspect kept) for evaluation; ``slide_stride`` enables sliding-window inference.
     ``eval_crop`` = ``(top, bottom, left, right)`` limits depth metrics to that region of the
     ground truth (NYU's Eigen crop), applied only when the ground truth is large enough.
+    ``task`` names an entry of the task registry (``llava_vitsplit.dense.tasks.TASKS``), which checks it
+    (and ``num_classes`` where the task needs classes) when the preset is used.
     """
 
     name: str
@@ -59,14 +60,10 @@ class DensePreset:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"preset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"preset {self.name!r}: schedule must be one of {SCHEDULES}, got {self.schedule!r}"
             )
-        if self.task in ("segmentation", "detection") and self.num_classes < 1:
-            raise ValueError(f"preset {self.name!r}: a {self.task} preset needs num_classes >= 1")
         self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
         if self.test_size is not None:
             self.test_size = tuple(int(v) for v in self.test_size)  # type: ignore[assignment]
@@ -115,91 +112,102 @@ def _adapter(layers: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# dataset: (classes, crop, test rectangle, slide stride, iters, reduce_zero_label, note)
+_SEGMENTATION_SETS = {
+    "ade20k": (150, (512, 512), (512, 2048), (341, 341), 40000, True, ""),
+    "cityscapes": (
+        19,
+        (512, 1024),
+        (1024, 2048),
+        (341, 341),
+        40000,
+        False,
+        "Cityscapes crop/test sizes follow the common mmseg 512x1024 recipe (not in the paper). ",
+    ),
+    "pascal-context": (
+        59,
+        (480, 480),
+        (480, 520),
+        (320, 320),
+        40000,
+        True,
+        "Pascal Context 59-class setting with mmseg's 480 crop (not in the paper). ",
+    ),
+}
+
+
+def _segmentation_preset(dataset: str, size: str) -> DensePreset:
+    classes, crop, test, stride, iters, rzl, note = _SEGMENTATION_SETS[dataset]
+    lr_note = "lr for L is not stated; B's value is used. " if size == "l" else ""
+    return DensePreset(
+        name=f"dense-{dataset}-{size}",
+        task="segmentation",
+        backbone=f"dinov2-{_SIZES[size]}",
+        adapter=_adapter(_ADE_ADAPTER[size]),
+        dataset=dataset.replace("-", "_"),
+        num_classes=classes,
+        crop_size=crop,
+        test_size=test,
+        slide_stride=stride,
+        lr=_ADE_LR[size],
+        task_head_lr_mult=0.1,
+        warmup_iters=1500,
+        max_iters=iters,
+        batch_size=16,
+        reduce_zero_label=rzl,
+        notes=note + lr_note + ("" if dataset == "ade20k" else "Adapter layers as for ADE20K."),
+    )
+
+
+def _nyu_preset(size: str) -> DensePreset:
+    return DensePreset(
+        name=f"dense-nyu-{size}",
+        task="depth",
+        backbone=f"dinov2-{_SIZES[size]}",
+        adapter=_adapter(_NYU_ADAPTER[size]),
+        dataset="nyu",
+        crop_size=(416, 544),
+        test_size=(480, 640),
+        scale_range=(1.0, 1.0),
+        lr=_ADE_LR[size],
+        task_head_lr_mult=0.1,
+        warmup_iters=1500,
+        max_iters=38400,
+        batch_size=8,
+        min_depth=1e-3,
+        max_depth=10.0,
+        depth_scale=1000.0,
+        eval_crop=(45, 471, 41, 601),
+        notes="Metrics inside the Eigen crop of 480x640 ground truth. NYU lr and the 416x544 crop are not stated in the paper (Monocular-Depth-Estimation-Toolbox "
+        "defaults; ADE20K lr per size).",
+    )
+
+
+def _coco_preset(size: str) -> DensePreset:
+    return DensePreset(
+        name=f"dense-coco-{size}",
+        task="detection",
+        backbone=f"dinov2-{_SIZES[size]}",
+        adapter=_adapter(_ADE_ADAPTER[size]),
+        dataset="coco",
+        num_classes=91,
+        crop_size=(800, 1333),
+        scale_range=(1.0, 1.0),
+        lr=1e-4,
+        task_head_lr_mult=1.0,
+        warmup_iters=500,
+        max_iters=90000,
+        batch_size=16,
+        notes="COCO Mask R-CNN 1x; adapter layers, lr and schedule are not stated in the paper "
+        "(ADE20K adapter layers; ViT-Adapter's AdamW 1e-4). num_classes = 91 (COCO category ids + background).",
+    )
+
+
 def _build_presets() -> dict[str, DensePreset]:
-    presets: dict[str, DensePreset] = {}
-    seg_sets = {
-        # dataset: (classes, crop, test rectangle, slide stride, iters, reduce_zero_label, note)
-        "ade20k": (150, (512, 512), (512, 2048), (341, 341), 40000, True, ""),
-        "cityscapes": (
-            19,
-            (512, 1024),
-            (1024, 2048),
-            (341, 341),
-            40000,
-            False,
-            "Cityscapes crop/test sizes follow the common mmseg 512x1024 recipe (not in the paper). ",
-        ),
-        "pascal-context": (
-            59,
-            (480, 480),
-            (480, 520),
-            (320, 320),
-            40000,
-            True,
-            "Pascal Context 59-class setting with mmseg's 480 crop (not in the paper). ",
-        ),
-    }
-    for dataset, (classes, crop, test, stride, iters, rzl, note) in seg_sets.items():
-        for size, full in _SIZES.items():
-            lr_note = "lr for L is not stated; B's value is used. " if size == "l" else ""
-            presets[f"dense-{dataset}-{size}"] = DensePreset(
-                name=f"dense-{dataset}-{size}",
-                task="segmentation",
-                backbone=f"dinov2-{full}",
-                adapter=_adapter(_ADE_ADAPTER[size]),
-                dataset=dataset.replace("-", "_"),
-                num_classes=classes,
-                crop_size=crop,
-                test_size=test,
-                slide_stride=stride,
-                lr=_ADE_LR[size],
-                task_head_lr_mult=0.1,
-                warmup_iters=1500,
-                max_iters=iters,
-                batch_size=16,
-                reduce_zero_label=rzl,
-                notes=note + lr_note + ("" if dataset == "ade20k" else "Adapter layers as for ADE20K."),
-            )
-    for size, full in _SIZES.items():
-        presets[f"dense-nyu-{size}"] = DensePreset(
-            name=f"dense-nyu-{size}",
-            task="depth",
-            backbone=f"dinov2-{full}",
-            adapter=_adapter(_NYU_ADAPTER[size]),
-            dataset="nyu",
-            crop_size=(416, 544),
-            test_size=(480, 640),
-            scale_range=(1.0, 1.0),
-            lr=_ADE_LR[size],
-            task_head_lr_mult=0.1,
-            warmup_iters=1500,
-            max_iters=38400,
-            batch_size=8,
-            min_depth=1e-3,
-            max_depth=10.0,
-            depth_scale=1000.0,
-            eval_crop=(45, 471, 41, 601),
-            notes="Metrics inside the Eigen crop of 480x640 ground truth. NYU lr and the 416x544 crop are not stated in the paper (Monocular-Depth-Estimation-Toolbox "
-            "defaults; ADE20K lr per size).",
-        )
-        presets[f"dense-coco-{size}"] = DensePreset(
-            name=f"dense-coco-{size}",
-            task="detection",
-            backbone=f"dinov2-{full}",
-            adapter=_adapter(_ADE_ADAPTER[size]),
-            dataset="coco",
-            num_classes=91,
-            crop_size=(800, 1333),
-            scale_range=(1.0, 1.0),
-            lr=1e-4,
-            task_head_lr_mult=1.0,
-            warmup_iters=500,
-            max_iters=90000,
-            batch_size=16,
-            notes="COCO Mask R-CNN 1x; adapter layers, lr and schedule are not stated in the paper "
-            "(ADE20K adapter layers; ViT-Adapter's AdamW 1e-4). num_classes = 91 (COCO category ids + background).",
-        )
-    return presets
+    """Segmentation presets per dataset and size, then NYU depth and COCO detection per size."""
+    presets = [_segmentation_preset(dataset, size) for dataset in _SEGMENTATION_SETS for size in _SIZES]
+    presets += [preset for size in _SIZES for preset in (_nyu_preset(size), _coco_preset(size))]
+    return {preset.name: preset for preset in presets}
 
 
 _PRESETS = _build_presets()

@@ -24,10 +24,9 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from llava_vitsplit.dense.build import build_backbone, build_detector, build_model
+from llava_vitsplit.dense.build import build_backbone, build_task_model
 from llava_vitsplit.dense.checkpoint import (
     backbone_source,
-    frozen_prefix,
     latest_checkpoint,
     load_checkpoint,
     load_rng_file,
@@ -39,10 +38,8 @@ from llava_vitsplit.dense.checkpoint import (
     split_state,
     step_folder,
 )
-from llava_vitsplit.dense.evaluation import evaluate_dense, evaluate_detection
-from llava_vitsplit.dense.losses import segmentation_loss, sig_loss
 from llava_vitsplit.dense.optim import build_optimizer, build_scheduler
-from llava_vitsplit.dense.pipeline import build_dataset, collate
+from llava_vitsplit.dense.pipeline import build_dataset
 from llava_vitsplit.dense.presets import DensePreset
 from llava_vitsplit.dense.resume import (
     BatchStream,
@@ -52,6 +49,7 @@ from llava_vitsplit.dense.resume import (
     rng_state,
     set_rng_state,
 )
+from llava_vitsplit.dense.tasks import DenseTaskSpec, task_spec
 from llava_vitsplit.dense.validate import BadDataError, DataReport, cached_validation
 from llava_vitsplit.util.atomic import remove_stale_temporaries, write_json
 
@@ -87,21 +85,7 @@ def build_for_preset(preset: DensePreset, backbone_weights: str | None, source: 
     backbone = build_backbone(preset.backbone, backbone_weights)
     if source is not None and source.get("state_dict") is not None:
         backbone.load_state_dict(source["state_dict"])
-    model = (
-        build_detector(preset, backbone) if preset.task == "detection" else build_model([preset], backbone)
-    )
-    return model, backbone
-
-
-def _loss(model, preset: DensePreset, batch) -> torch.Tensor:
-    if preset.task == "detection":
-        images, targets = batch
-        losses = model(images, targets)
-        return sum(losses.values())
-    outputs = model(batch["pixel_values"])[preset.name]  # [B, K, H, W]
-    if preset.task == "segmentation":
-        return segmentation_loss(outputs, batch["labels"], preset.ignore_index)
-    return sig_loss(outputs, batch["depth"], preset.min_depth, preset.max_depth)
+    return build_task_model(preset, backbone), backbone
 
 
 def _checked_datasets(args: TrainArgs, preset: DensePreset, accelerator: Accelerator, output: Path):
@@ -133,14 +117,16 @@ def _checked_datasets(args: TrainArgs, preset: DensePreset, accelerator: Acceler
         accelerator.print(
             f"--skip-bad-samples: leaving out {len(report.bad_samples)} sample(s); {report.summary()}"
         )
-    build = lambda split, train: build_dataset(  # noqa: E731
-        preset, args.data_root, split, train=train, layout=args.layout, skip=reports[split].bad_samples
-    )
-    val_set = build(args.val_split, False) if args.val_split in reports else None
-    return build(args.train_split, True), val_set
+    val_set = _dataset(args, preset, reports, args.val_split, False) if args.val_split in reports else None
+    return _dataset(args, preset, reports, args.train_split, True), val_set
 
 
-def _resumable_loader(dataset, batch_size: int, args: TrainArgs, seed: int):
+def _dataset(args: TrainArgs, preset: DensePreset, reports: dict[str, DataReport], split: str, train: bool):
+    skip = reports[split].bad_samples
+    return build_dataset(preset, args.data_root, split, train=train, layout=args.layout, skip=skip)
+
+
+def _resumable_loader(dataset, batch_size: int, args: TrainArgs, seed: int, spec: DenseTaskSpec):
     """``(loader, sampler, generator)``: order and augmentation depend on (seed, epoch, sample) only."""
     sampler = EpochSampler(len(dataset), seed)
     generator = torch.Generator()  # seeds the workers; reseeded per epoch by BatchStream
@@ -150,7 +136,7 @@ def _resumable_loader(dataset, batch_size: int, args: TrainArgs, seed: int):
         sampler=sampler,
         drop_last=len(dataset) >= batch_size,
         num_workers=args.num_workers,
-        collate_fn=collate,
+        collate_fn=spec.collate,
         generator=generator,
     )
     return loader, sampler, generator
@@ -165,19 +151,22 @@ def _resumed_preset(payload: dict | None, preset: DensePreset, source: Path | No
     return saved
 
 
-class _Run:
-    """One training run's state and its side effects: log lines, checkpoints, evaluation."""
+class RunState:
+    """One training run's state and its side effects: log lines, checkpoints, a step, evaluation."""
 
     def __init__(self, args: TrainArgs, accelerator: Accelerator, preset: DensePreset, output: Path) -> None:
         self.args, self.accelerator, self.preset, self.output = args, accelerator, preset, output
+        self.spec = task_spec(preset)  # an unknown task stops the run here, before the data check
+        self.max_iters = args.max_iters or preset.max_iters
+        self.batch_size = args.batch_size or preset.batch_size  # per process
         self.ckpt_dir = output / "checkpoints"
         self.log_path = output / "log.jsonl"
         self.step = 0
         self.window = {"loss_sum": 0.0, "count": 0}  # losses since the last log line
         self.seed = args.seed
-        self.prefix = frozen_prefix(preset.task)
+        self.prefix = self.spec.frozen_prefix
         self.tic = time.perf_counter()
-        # set by train(): the model, its frozen tower and where its weights come from, the optimiser,
+        # set by setup(): the model, its frozen tower and where its weights come from, the optimiser,
         # the schedule, the batch stream and the validation set
         self.model = self.backbone = self.optimizer = self.scheduler = self.stream = self.val_set = None
         self.weights: str | None = None
@@ -246,10 +235,11 @@ class _Run:
             "starts a fresh epoch, so it does not repeat the uninterrupted run's batches exactly"
         )
 
-    def train_step(self, max_iters: int) -> None:
+    def train_step(self) -> None:
+        """One optimiser step on the next batch; a log line every ``log_interval`` steps and at the end."""
         batch = next(self.stream)
         with self.accelerator.autocast():
-            loss = _loss(self.model, self.preset, batch)
+            loss = self.spec.loss(self.model, self.preset, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
         self.accelerator.backward(loss)
@@ -261,7 +251,7 @@ class _Run:
         self.step += 1
         self.window["loss_sum"] += float(loss.detach())
         self.window["count"] += 1
-        if self.step % self.args.log_interval == 0 or self.step == max_iters:
+        if self.step % self.args.log_interval == 0 or self.step == self.max_iters:
             self.log_window()
 
     def log_window(self) -> None:
@@ -278,14 +268,11 @@ class _Run:
         self.tic, self.window = time.perf_counter(), {"loss_sum": 0.0, "count": 0}
 
     def evaluate(self) -> dict[str, Any]:
+        """The task's metrics on the validation set (main process; logged), or ``{}``."""
         if self.val_set is None or not self.accelerator.is_main_process:
             return {}
         unwrapped, device = self.accelerator.unwrap_model(self.model), self.accelerator.device
-        max_images = self.args.max_eval_images
-        if self.preset.task == "detection":
-            result = evaluate_detection(unwrapped, self.val_set, device, max_images)
-        else:
-            result = evaluate_dense(unwrapped, self.preset, self.val_set, device, max_images)
+        result = self.spec.evaluate(unwrapped, self.preset, self.val_set, device, self.args.max_eval_images)
         self.log({"step": self.step, "eval": result})
         return result
 
@@ -304,51 +291,55 @@ def _start(args: TrainArgs, accelerator: Accelerator, output: Path):
     return payload, state, _resumed_preset(payload, args.preset, resume_from)
 
 
-def train(args: TrainArgs) -> dict[str, Any]:
-    """Train (or resume) and return the last evaluation (empty without a validation split)."""
+def setup(args: TrainArgs) -> RunState:
+    """Check the data, build (or restore) model, optimiser, schedule and batch stream: a run ready to step."""
     output = Path(args.output_dir)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
     set_seed(args.seed)
     payload, state, preset = _start(args, accelerator, output)
-    max_iters = args.max_iters or preset.max_iters
-    batch_size = args.batch_size or preset.batch_size
-    run = _Run(args, accelerator, preset, output)
+    run = RunState(args, accelerator, preset, output)
     run.seed = int(state["seed"]) if state is not None and "seed" in state else args.seed
     train_set, run.val_set = _checked_datasets(args, preset, accelerator, output)
 
     source = payload["backbone"] if payload is not None else None
     run.weights = args.backbone_weights or (source or {}).get("weights")
     run.model, run.backbone = build_for_preset(preset, run.weights, source)
-    loader, sampler, generator = _resumable_loader(train_set, batch_size, args, run.seed)
+    loader, sampler, generator = _resumable_loader(train_set, run.batch_size, args, run.seed, run.spec)
     run.optimizer = build_optimizer(run.model, preset, args.lr)
     run.scheduler = build_scheduler(
-        run.optimizer, preset.schedule, max_iters, preset.poly_power, preset.warmup_iters
+        run.optimizer, preset.schedule, run.max_iters, preset.poly_power, preset.warmup_iters
     )
     if payload is not None:
         run.restore(payload, state)
     run.model, run.optimizer, loader = accelerator.prepare(run.model, run.optimizer, loader)
-    per_step = batch_size * accelerator.num_processes
+    per_step = run.batch_size * accelerator.num_processes
     run.stream = BatchStream(loader, sampler, generator, per_step)
     run.resume_data(state, len(train_set), per_step)
     if accelerator.is_main_process:
         cut_log(run.log_path, run.step)
         write_json(output / "preset.json", preset.to_dict())
-    return _loop(run, max_iters)
+    return run
 
 
-def _loop(run: _Run, max_iters: int) -> dict[str, Any]:
-    args = run.args
-    run.model.train()
+def train(args: TrainArgs) -> dict[str, Any]:
+    """Train (or resume) and return the last evaluation (empty without a validation split)."""
+    run = setup(args)
     last_eval: dict[str, Any] = {}
+    run.model.train()
     run.tic = time.perf_counter()
-    while run.step < max_iters:
-        run.train_step(max_iters)
-        if args.eval_interval and run.step % args.eval_interval == 0 and run.step < max_iters:
+    while run.step < run.max_iters:
+        run.train_step()
+        if _due(args.eval_interval, run):
             last_eval = run.evaluate()
-        if args.save_interval and run.step % args.save_interval == 0 and run.step < max_iters:
+        if _due(args.save_interval, run):
             run.save()
     run.save()
     last_eval = run.evaluate() or last_eval
     if run.accelerator.is_main_process and last_eval:
         write_json(run.output / "eval.json", {"step": run.step, **last_eval})
     return last_eval
+
+
+def _due(interval: int, run: RunState) -> bool:
+    """Every ``interval`` steps (0: never) before the last step (which always evaluates and saves)."""
+    return bool(interval) and run.step % interval == 0 and run.step < run.max_iters

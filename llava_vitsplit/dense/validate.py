@@ -7,7 +7,8 @@ Problems (``kind``): ``missing-pair`` (an image without its label / depth map, o
 ``empty-label`` (only the ignore index), ``bit-depth`` (a depth PNG that is not 16-bit),
 ``all-zero-depth``, ``missing-image`` (a COCO image listed in the annotations but absent) and
 ``empty-mask`` (a COCO annotation whose mask covers no pixel). The checks call the same loaders as the
-datasets, so what passes here loads in training.
+datasets, so what passes here loads in training. What a split holds and how one sample is checked is the
+task's (``DenseTaskSpec.split_files``: ``tasks.pairs`` for image/target pairs, ``validate_coco``).
 
 ``cached_validation`` stores the report in a JSON file keyed on the check settings and every file's
 path, size and modification time, so restarting a run does not re-read the data.
@@ -23,20 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from llava_vitsplit.dense.data import (
-    BadSample,
-    check_same_size,
-    decode_label,
-    depth_pairs,
-    load_depth,
-    load_rgb,
-    segmentation_pairs,
-    unknown_class_ids,
-)
 from llava_vitsplit.dense.presets import DensePreset
-from llava_vitsplit.dense.validate_coco import coco_files, coco_image_problems
+from llava_vitsplit.dense.tasks import SplitFiles, task_spec
 from llava_vitsplit.util.atomic import write_json
 from llava_vitsplit.util.pil import truncation_is_an_error
 
@@ -100,54 +89,6 @@ class BadDataError(ValueError):
         self.reports = reports
 
 
-def _problem(sample: Path, error: BadSample) -> Problem:
-    return Problem(str(sample), error.path, error.kind, str(error))
-
-
-def _check_pair(pair: tuple[Path, Path], preset: DensePreset) -> list[Problem]:
-    """Open the image and its label / depth map once each; every problem they have."""
-    image_path, target_path = pair
-    problems: list[Problem] = []
-    image = target = None
-    try:
-        image = load_rgb(image_path)
-    except BadSample as exc:
-        problems.append(_problem(image_path, exc))
-    try:
-        if preset.task == "segmentation":
-            target = decode_label(target_path, preset.ignore_index, preset.reduce_zero_label)
-        else:
-            target = load_depth(target_path, preset.depth_scale)
-    except BadSample as exc:
-        problems.append(_problem(image_path, exc))
-    if target is None:
-        return problems
-    what = "label" if preset.task == "segmentation" else "depth map"
-    if image is not None:
-        try:
-            check_same_size(image, image_path, target, target_path, what)
-        except BadSample as exc:
-            problems.append(_problem(image_path, exc))
-    problems += _target_problems(image_path, target_path, target, preset)
-    return problems
-
-
-def _target_problems(image: Path, path: Path, target: np.ndarray, preset: DensePreset) -> list[Problem]:
-    if preset.task == "depth":
-        if not target.any():
-            return [Problem(str(image), str(path), "all-zero-depth", f"depth map {path} is all zeros")]
-        return []
-    problem = unknown_class_ids(
-        target, path, preset.num_classes, preset.ignore_index, preset.reduce_zero_label
-    )
-    if problem is not None:
-        return [_problem(image, problem)]
-    if (target == preset.ignore_index).all():
-        detail = f"label {path} has only the ignore index {preset.ignore_index}: nothing to learn from"
-        return [Problem(str(image), str(path), "empty-label", detail)]
-    return []
-
-
 def _run_parallel(check, items: list, workers: int | None, desc: str, progress: bool) -> list[Problem]:
     from tqdm.contrib.concurrent import thread_map
 
@@ -161,14 +102,9 @@ def _run_parallel(check, items: list, workers: int | None, desc: str, progress: 
     return [p for found in results for p in found]
 
 
-def split_files(preset: DensePreset, root: str | Path, split: str, layout: str | None):
-    """``(pairs, missing)`` of a segmentation / depth split, or ``(coco, None)`` for detection."""
-    layout = layout or preset.dataset
-    if preset.task == "detection":
-        return coco_files(root, split), None
-    missing: list[tuple[Path, Path]] = []
-    listing = segmentation_pairs if preset.task == "segmentation" else depth_pairs
-    return listing(root, layout, split, missing=missing), missing
+def split_files(preset: DensePreset, root: str | Path, split: str, layout: str | None) -> SplitFiles:
+    """The split's samples and their check, as the preset's task lists them (``DenseTaskSpec.split_files``)."""
+    return task_spec(preset).split_files(preset, Path(root), split, layout or preset.dataset)
 
 
 def validate_split(
@@ -180,27 +116,22 @@ def validate_split(
     progress: bool = True,
 ) -> DataReport:
     """Every problem of ``split`` (never raises on a bad sample; a missing folder or list still raises)."""
-    files, missing = split_files(preset, root, split, layout)
-    return _validate_files(preset, split, files, missing, workers, progress)
+    return _validate_files(split, split_files(preset, root, split, layout), workers, progress)
 
 
-def _validate_files(preset: DensePreset, split: str, files, missing, workers: int | None, progress: bool):
-    desc = f"checking {split}"
-    if missing is None:
-        problems = _run_parallel(
-            lambda image: [Problem(*p) for p in coco_image_problems(image, files, preset.num_classes)],
-            files.images,
-            workers,
-            desc,
-            progress,
-        )
-        return DataReport(split, len(files.images), problems)
+def _validate_files(split: str, files: SplitFiles, workers: int | None, progress: bool) -> DataReport:
     problems = [
         Problem(str(image), str(absent), "missing-pair", _missing_detail(image, absent))
-        for image, absent in missing
+        for image, absent in files.missing
     ]
-    problems += _run_parallel(lambda pair: _check_pair(pair, preset), files, workers, desc, progress)
-    return DataReport(split, len(files) + len(missing), problems)
+    problems += _run_parallel(
+        lambda sample: [Problem(*p) for p in files.check(sample)],
+        files.samples,
+        workers,
+        f"checking {split}",
+        progress,
+    )
+    return DataReport(split, len(files.samples) + len(files.missing), problems)
 
 
 def _missing_detail(image: Path, absent: Path) -> str:
@@ -215,14 +146,11 @@ def _stat(path: Path) -> list[Any]:
     return [str(path), info.st_size, info.st_mtime_ns]
 
 
-def cache_key(preset: DensePreset, root: str | Path, split: str, layout: str | None, files, missing) -> str:
+def cache_key(
+    preset: DensePreset, root: str | Path, split: str, layout: str | None, files: SplitFiles
+) -> str:
     """Hash of the check settings and every file's path, size and mtime (a changed file invalidates)."""
-    if missing is None:
-        paths = [files.annotation_file, *files.image_paths()]
-        absent: list[str] = []
-    else:
-        paths = [p for pair in files for p in pair]
-        absent = [str(a) for _, a in missing]
+    absent = [str(a) for _, a in files.missing]
     settings = {
         "version": CHECK_VERSION,
         "root": str(Path(root).resolve()),
@@ -234,7 +162,7 @@ def cache_key(preset: DensePreset, root: str | Path, split: str, layout: str | N
         "reduce_zero_label": preset.reduce_zero_label,
         "depth_scale": preset.depth_scale,
     }
-    blob = json.dumps([settings, [_stat(Path(p)) for p in paths], absent]).encode()
+    blob = json.dumps([settings, [_stat(Path(p)) for p in files.paths], absent]).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -249,8 +177,8 @@ def cached_validation(
 ) -> DataReport:
     """``validate_split``, reusing ``cache_file`` when no file or setting changed since it was written."""
     cache_file = Path(cache_file)
-    files, missing = split_files(preset, root, split, layout)
-    key = cache_key(preset, root, split, layout, files, missing)
+    files = split_files(preset, root, split, layout)
+    key = cache_key(preset, root, split, layout, files)
     if cache_file.is_file():
         try:
             cached = json.loads(cache_file.read_text())
@@ -258,6 +186,6 @@ def cached_validation(
                 return DataReport.from_dict(cached["report"])
         except (json.JSONDecodeError, KeyError, TypeError):
             pass  # a damaged cache is rebuilt
-    report = _validate_files(preset, split, files, missing, workers, progress)
+    report = _validate_files(split, files, workers, progress)
     write_json(cache_file, {"key": key, "report": report.to_dict()})
     return report

@@ -42,17 +42,33 @@ _TINY_DETECTOR = {
 }
 
 
+# What differs from the folder-layout, 64x64 defaults per task (a new task needs no entry).
+_TINY_TASK_SETTINGS: dict[str, dict] = {
+    "depth": {"num_classes": 0},
+    "detection": {
+        "dataset": "coco",
+        "crop_size": (64, 96),
+        "test_size": None,
+        "extra": {"detector": _TINY_DETECTOR},
+    },
+}
+
+
 def tiny_preset(task: str = "segmentation", num_classes: int = 3, **changes) -> DensePreset:
     """A preset that trains in seconds on CPU: K_t = 1, prior layers [1, 2], 64x64 crops."""
+    settings = {
+        "dataset": "folder",
+        "num_classes": num_classes,
+        "crop_size": (64, 64),
+        "test_size": (64, 64),
+        "extra": {},
+        **_TINY_TASK_SETTINGS.get(task, {}),
+    }
     base = DensePreset(
         name=f"tiny-{task}",
         task=task,
         backbone=dict(TINY_BACKBONE),
         adapter={"num_task_layers": 1, "prior_selection": "explicit", "prior_layers": [1, 2]},
-        dataset="folder" if task != "detection" else "coco",
-        num_classes=num_classes if task != "depth" else 0,
-        crop_size=(64, 64) if task != "detection" else (64, 96),
-        test_size=(64, 64) if task != "detection" else None,
         scale_range=(1.0, 1.0),
         lr=1e-3,
         task_head_lr_mult=0.1,
@@ -61,7 +77,7 @@ def tiny_preset(task: str = "segmentation", num_classes: int = 3, **changes) -> 
         max_iters=60,
         batch_size=8,
         max_depth=10.0,
-        extra={"detector": _TINY_DETECTOR} if task == "detection" else {},
+        **settings,
     )
     return base.replace(**changes) if changes else base
 

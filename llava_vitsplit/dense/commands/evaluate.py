@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from llava_vitsplit.dense.evaluation import evaluate_dense, evaluate_detection
+    from llava_vitsplit.dense.evaluation import evaluate_dense
     from llava_vitsplit.dense.loading import load_models
     from llava_vitsplit.dense.pipeline import build_dataset
     from llava_vitsplit.dense.validate import BadDataError, validate_split
@@ -38,16 +38,13 @@ def main(argv: list[str]) -> int:
 
     device = torch.device(args.device)
     loaded = load_models([args.checkpoint], args.backbone_weights, device)
-    preset, model = loaded.detectors[0] if loaded.detectors else (loaded.dense_presets[0], loaded.dense)
+    preset, model = loaded.standalone[0] if loaded.standalone else (loaded.dense_presets[0], loaded.dense)
     report = validate_split(preset, args.data_root, args.split, args.layout)
     if not report.ok and not args.skip_bad_samples:
         raise BadDataError([report])
     skip = report.bad_samples
     dataset = build_dataset(preset, args.data_root, args.split, train=False, layout=args.layout, skip=skip)
-    if loaded.detectors:
-        result = evaluate_detection(model, dataset, device, args.max_images)
-    else:
-        result = evaluate_dense(model, preset, dataset, device, args.max_images)
+    result = evaluate_dense(model, preset, dataset, device, args.max_images)
     result = {"preset": preset.name, "split": args.split, "skipped_samples": len(skip), **result}
     print(json.dumps(result, indent=2))
     if args.out:

@@ -1,10 +1,11 @@
 """``llava-vitsplit dense-predict``: run one or more checkpoints on images and write PNGs.
 
-Segmentation -> ``<out>/<preset>/<image>.png`` palette masks (pixel value = class id);
-depth -> ``<image>_depth.png`` (16-bit millimetres) and ``<image>_depth_colour.png``;
-detection -> ``<image>.png`` with boxes/masks drawn and ``<image>.json``. Several segmentation/depth
-checkpoints on the same backbone share one frozen pass per image (multi-task inference). A photo
-that cannot be read is skipped with a message naming it; the others are written (exit status 1 then).
+Each task writes under ``<out>/<preset>/`` (``dense.tasks``): segmentation ``<image>.png`` palette masks
+(pixel value = class id); depth ``<image>_depth.png`` (16-bit millimetres) and
+``<image>_depth_colour.png``; detection ``<image>.png`` with boxes/masks drawn and ``<image>.json``.
+Several segmentation/depth checkpoints on the same backbone share one frozen pass per image
+(multi-task inference). A photo that cannot be read is skipped with a message naming it; the others
+are written (exit status 1 then).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ def main(argv: list[str]) -> int:
 
     from llava_vitsplit.dense.data import BadSample, list_images, load_rgb
     from llava_vitsplit.dense.loading import load_models
+    from llava_vitsplit.dense.tasks import PredictOptions
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_models(args.checkpoint, args.backbone_weights, device)
     out = Path(args.out)
     images = list_images(args.images)
+    options = PredictOptions(score_threshold=args.score_threshold)
     written, skipped = 0, 0
     with torch.no_grad():
         for path in images:
@@ -48,7 +51,7 @@ def main(argv: list[str]) -> int:
                 skipped += 1
                 continue
             written += _predict_dense(loaded, rgb, path, out, device)
-            written += _predict_detections(loaded, rgb, path, out, device, args.score_threshold)
+            written += _predict_standalone(loaded, rgb, path, out, device, options)
     read = len(images) - skipped
     print(
         f"wrote {written} prediction(s) for {read} image(s) under {out}; {skipped} unreadable image(s) skipped"
@@ -57,12 +60,12 @@ def main(argv: list[str]) -> int:
 
 
 def _predict_dense(loaded, rgb, path: Path, out: Path, device) -> int:
-    """Every segmentation / depth branch from one frozen pass; returns the predictions written."""
+    """Every branch (segmentation, depth) from one frozen pass; returns the predictions written."""
     from torchvision.transforms.v2 import functional as TF
 
     from llava_vitsplit.dense.inference import predict_resized
+    from llava_vitsplit.dense.tasks import task_spec
     from llava_vitsplit.dense.transforms import eval_image_transform
-    from llava_vitsplit.dense.visualize import save_depth, save_depth_colour, save_mask
 
     if loaded.dense is None:
         return 0
@@ -77,36 +80,17 @@ def _predict_dense(loaded, rgb, path: Path, out: Path, device) -> int:
     outputs = _multi_predict(loaded.dense, pixels, size, crop, stride, predict_resized)
     for preset in loaded.dense_presets:
         pred = outputs[preset.name][0]  # [K, H, W]
-        if preset.task == "segmentation":
-            save_mask(pred.argmax(0), out / preset.name / f"{path.stem}.png", preset.num_classes)
-        else:
-            save_depth(pred[0], out / preset.name / f"{path.stem}_depth.png", preset.depth_scale)
-            save_depth_colour(pred[0], out / preset.name / f"{path.stem}_depth_colour.png", preset.max_depth)
+        task_spec(preset).branch.write(pred, preset, out / preset.name, path.stem)
     return len(loaded.dense_presets)
 
 
-def _predict_detections(loaded, rgb, path: Path, out: Path, device, score_threshold: float) -> int:
-    """Boxes and masks of every detector: an overlay PNG and a JSON each; returns how many."""
-    import torch
-    from torchvision.transforms.v2 import functional as TF
+def _predict_standalone(loaded, rgb, path: Path, out: Path, device, options) -> int:
+    """Every own-model task (detection: an overlay PNG and a JSON each); returns how many."""
+    from llava_vitsplit.dense.tasks import task_spec
 
-    from llava_vitsplit.dense.visualize import save_detections
-    from llava_vitsplit.util.atomic import write_json
-
-    image = TF.to_dtype(TF.to_image(rgb), torch.float32, scale=True)  # [3, H, W] in [0, 1]
-    for preset, model in loaded.detectors:
-        result = model([image.to(device)])[0]
-        save_detections(image, result, out / preset.name / f"{path.stem}.png", score_threshold)
-        keep = result["scores"] >= score_threshold
-        write_json(
-            out / preset.name / f"{path.stem}.json",
-            {
-                "boxes_xyxy": result["boxes"][keep].tolist(),
-                "labels": result["labels"][keep].tolist(),
-                "scores": result["scores"][keep].tolist(),
-            },
-        )
-    return len(loaded.detectors)
+    for preset, model in loaded.standalone:
+        task_spec(preset).own_model.predict(model, preset, rgb, out / preset.name, path.stem, device, options)
+    return len(loaded.standalone)
 
 
 def _multi_predict(model, pixels, size, crop, stride, predict_resized):
