@@ -95,10 +95,7 @@ def _connector_timer(model, batch, repeats: int = 3):
         inner = model.model
         hidden, grid = inner.vision_hidden_states(batch["pixel_values"])
         cuda = batch["pixel_values"].is_cuda
-        times = [
-            timed(lambda: _connector_step(inner.connector, hidden, grid), cuda)
-            for _ in range(repeats)
-        ]
+        times = [timed(lambda: _connector_step(inner.connector, hidden, grid), cuda) for _ in range(repeats)]
         model.zero_grad(set_to_none=True)
         return {"connector_s": statistics.median(times)}
 

@@ -1,7 +1,7 @@
 """The backbone registry: one spec per tower family, read by the VLM, the dense models and the fixtures.
 
 A family registered in one place (``register_backbone``) builds and runs as a tiny VLM (saved tiny
-parts through ``build_model``) and as a tiny dense model; SigLIP runs in the dense code.
+parts through ``build_model``) and as a tiny dense model (``build_dense_model``); SigLIP runs in the dense code.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from llava_vitsplit.backbones.registry import (
     register_backbone,
     unregister_backbone,
 )
-from llava_vitsplit.dense.build import build_backbone, build_model
+from llava_vitsplit.dense.build import build_backbone, build_dense_model
 from llava_vitsplit.testing.dense_synthetic import tiny_preset
 from llava_vitsplit.testing.tiny import build_tiny_checkpoint, tiny_vision_config
 
@@ -89,7 +89,7 @@ def _check_dense() -> None:
     torch.manual_seed(0)
     backbone = build_backbone(preset.backbone)
     assert backbone.num_prefix_tokens == 1 and backbone.norm is backbone.model.layernorm
-    out = build_model([preset], backbone)(torch.randn(2, 3, 45, 61))  # padded 48 x 64: 6 x 8 grid
+    out = build_dense_model([preset], backbone)(torch.randn(2, 3, 45, 61))  # padded 48 x 64: 6 x 8 grid
     assert out[preset.name].shape == (2, 4, 45, 61)
 
 
@@ -121,7 +121,7 @@ def test_dense_model_on_a_tiny_siglip_trains_only_adapter_and_head():
         backbone.model(pixel_values=pixels).last_hidden_state,
     )
 
-    model = build_model([preset], backbone).train()
+    model = build_dense_model([preset], backbone).train()
     branch = model.branches[preset.name]
     task = branch.adapter.task_features(features.hidden_states, features.grid_hw, norm=backbone.norm)
     expected = tokens_to_map(backbone.norm(features.hidden_states[-1]), features.grid_hw)
