@@ -10,14 +10,7 @@ from llava_vitsplit.backbones.configs import backbone_config
 from llava_vitsplit.backbones.hf import HFBackbone
 from llava_vitsplit.testing.dense_synthetic import TINY_BACKBONE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box threads thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = {

@@ -12,14 +12,7 @@ from llava_vitsplit.dense.param_report import dense_param_report
 from llava_vitsplit.dense.presets import dense_presets, get_dense_preset
 from llava_vitsplit.testing.dense_synthetic import make_coco_set, tiny_preset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box threads thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_model(*presets):
