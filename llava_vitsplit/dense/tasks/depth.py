@@ -13,9 +13,8 @@ from llava_vitsplit.dense.heads import DepthHead
 from llava_vitsplit.dense.losses import sig_loss
 from llava_vitsplit.dense.metrics import DepthMetric
 from llava_vitsplit.dense.presets import DensePreset
-from llava_vitsplit.dense.tasks.pairs import kept_pairs, pair_split
+from llava_vitsplit.dense.tasks.pairs import kept_pairs, pair_split, pair_transform
 from llava_vitsplit.dense.tasks.spec import BranchHead, DenseTaskSpec, ProblemTuple, SplitFiles, collate_items
-from llava_vitsplit.dense.transforms import ImageOnly, eval_image_transform, train_transform
 from llava_vitsplit.dense.visualize import save_depth, save_depth_colour
 
 
@@ -30,11 +29,7 @@ def depth_dataset(
 ) -> DepthDataset:
     """Items ``{"pixel_values", "depth" [H, W] metres, "path"}``; crops are padded with 0 (invalid)."""
     pairs = kept_pairs(depth_pairs(root, layout, split, missing), skip)
-    transform = (
-        train_transform(preset.crop_size, preset.test_size, preset.scale_range, fill=0.0)
-        if train
-        else ImageOnly(eval_image_transform(preset.test_size))
-    )
+    transform = pair_transform(preset, train, fill=0.0)
     return DepthDataset(pairs, preset.depth_scale, transform)
 
 

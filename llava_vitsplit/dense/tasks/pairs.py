@@ -13,11 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from llava_vitsplit.dense.data import BadSample, check_same_size, load_rgb
+from llava_vitsplit.dense.presets import DensePreset
 from llava_vitsplit.dense.tasks.spec import ProblemTuple, SplitFiles
+from llava_vitsplit.dense.transforms import ImageOnly, eval_image_transform, train_transform
 
 Pair = tuple[Path, Path]
 # (root, layout, split, missing | None) -> pairs, as ``data.segmentation_pairs`` / ``data.depth_pairs``
 PairListing = Callable[..., list[Pair]]
+
+
+def pair_transform(preset: DensePreset, train: bool, fill: float):
+    """Training: the preset's random scale/crop/flip, crops padded with ``fill`` in the target; evaluation:
+    the image resized to the test size, the target left at full resolution."""
+    if train:
+        return train_transform(preset.crop_size, preset.test_size, preset.scale_range, fill=fill)
+    return ImageOnly(eval_image_transform(preset.test_size))
+
+
 TargetReader = Callable[[Path], np.ndarray]  # decodes a target file or raises BadSample
 TargetCheck = Callable[[Path, Path, np.ndarray], list[ProblemTuple]]  # (image, target file, target)
 

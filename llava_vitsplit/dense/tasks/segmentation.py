@@ -13,9 +13,8 @@ from llava_vitsplit.dense.heads import SegmentationHead
 from llava_vitsplit.dense.losses import segmentation_loss
 from llava_vitsplit.dense.metrics import SegmentationMetric
 from llava_vitsplit.dense.presets import DensePreset
-from llava_vitsplit.dense.tasks.pairs import bad, kept_pairs, pair_split
+from llava_vitsplit.dense.tasks.pairs import bad, kept_pairs, pair_split, pair_transform
 from llava_vitsplit.dense.tasks.spec import BranchHead, DenseTaskSpec, ProblemTuple, SplitFiles, collate_items
-from llava_vitsplit.dense.transforms import ImageOnly, eval_image_transform, train_transform
 from llava_vitsplit.dense.visualize import save_mask
 
 
@@ -30,11 +29,7 @@ def segmentation_dataset(
 ) -> SegmentationDataset:
     """Items ``{"pixel_values", "labels" [H, W], "path"}``; crops are padded with the ignore index."""
     pairs = kept_pairs(segmentation_pairs(root, layout, split, missing), skip)
-    transform = (
-        train_transform(preset.crop_size, preset.test_size, preset.scale_range, fill=preset.ignore_index)
-        if train
-        else ImageOnly(eval_image_transform(preset.test_size))
-    )
+    transform = pair_transform(preset, train, fill=preset.ignore_index)
     return SegmentationDataset(
         pairs, preset.num_classes, transform, preset.ignore_index, preset.reduce_zero_label
     )
