@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from llava_vitsplit.presets import get_preset, vlm_presets
-from llava_vitsplit.stages import STAGE_COMPONENTS, connector_components, model_components
+from llava_vitsplit.stages import (
+    CONNECTOR_PARTS,
+    REPORTED_STAGES,
+    connector_components,
+    model_components,
+    stage_table,
+)
+
+# The report's rows: the freezing table's components, the connector's parts and the LM head merged.
+REPORT_COMPONENTS = {"connector": CONNECTOR_PARTS, "language_model": ("language_model", "lm_head")}
 
 
 def count_parameters(modules: Iterable[nn.Module], seen: set[int] | None = None) -> int:
@@ -36,14 +45,24 @@ def count_parameters(modules: Iterable[nn.Module], seen: set[int] | None = None)
 
 
 def model_param_report(model) -> dict:
-    """Per-component, per-connector-part and per-stage counts of a ``LlavaViTSplitForConditionalGeneration``."""
+    """Per-component, per-connector-part and per-stage counts of a ``LlavaViTSplitForConditionalGeneration``.
+
+    Each stage's trainable count is what ``FREEZING`` trains in it (tied tensors counted once)."""
+    parts = model_components(model)
+
+    def merged(row: str) -> list[nn.Module]:
+        return [m for part in REPORT_COMPONENTS.get(row, (row,)) for m in parts.get(part, [])]
+
     seen: set[int] = set()
-    components = {part: count_parameters(mods, seen) for part, mods in model_components(model).items()}
+    components = {row: count_parameters(merged(row), seen) for row in ("vision_tower", *REPORT_COMPONENTS)}
     connector = {part: count_parameters(mods) for part, mods in connector_components(model.connector).items()}
+    total = sum(components.values())
     stages = {}
-    for stage, trainable in STAGE_COMPONENTS.items():
-        n_train = sum(n for part, n in components.items() if part in trainable)
-        stages[stage] = {"trainable": n_train, "frozen": sum(components.values()) - n_train}
+    for stage in REPORTED_STAGES:
+        table = stage_table(stage)
+        trained = [m for part, mods in parts.items() if table[part] is True for m in mods]
+        n_train = count_parameters(trained)
+        stages[stage] = {"trainable": n_train, "frozen": total - n_train}
     return {"components": components, "connector": connector, "stages": stages}
 
 
@@ -92,8 +111,10 @@ def format_vlm_report(report: dict) -> str:
     rows = [f"preset {report['preset']}: {report['description']}", ""]
     rows.append(f"{'component':<22}{'parameters':>16}   stage 1     stage 2")
 
-    def status(part: str, stage: str) -> str:
-        return "trainable" if part in STAGE_COMPONENTS[stage] else "frozen"
+    def status(row: str, stage: str) -> str:
+        table = stage_table(stage)
+        trains = {table[part] is True for part in REPORT_COMPONENTS.get(row, (row,))}
+        return "trainable" if trains == {True} else "frozen" if trains == {False} else "partly"
 
     for part, n in report["components"].items():
         rows.append(f"{part:<22}{n:>16,}   {status(part, 'pretrain'):<12}{status(part, 'finetune')}")

@@ -2,7 +2,8 @@
 
 Each ``<name>.json`` names its parts (hub ids for a real build), embeds the vision and text configs by
 reference to ``configs/<config>.json`` (the real CLIP-L/336 and Vicuna v1.5 configs, so nothing is
-downloaded to describe a model), the connector settings, and the per-stage training defaults.
+downloaded to describe a model), the connector settings, and the training recipe (``train``: the
+trainer's defaults per stage, ``presets/train_recipe.py``, checked when the presets are read).
 ``get_preset(name)`` raises a ``KeyError`` listing the valid names for an unknown one.
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from llava_vitsplit.presets.train_recipe import check_train_recipe
 
 PRESET_DIR = Path(__file__).parent
 CONFIG_DIR = PRESET_DIR / "configs"
@@ -67,12 +70,18 @@ def _load_config(ref: str | dict) -> dict[str, Any]:
 @cache
 def vlm_presets() -> dict[str, VLMPreset]:
     """All VLM presets by name, read from the JSON files beside this module."""
+    return read_presets(PRESET_DIR)
+
+
+def read_presets(folder: Path) -> dict[str, VLMPreset]:
+    """The VLM presets of the ``*.json`` files in ``folder``; a malformed one raises naming its file."""
     presets = {}
-    for path in sorted(PRESET_DIR.glob("*.json")):
+    for path in sorted(Path(folder).glob("*.json")):
         data = json.loads(path.read_text())
         try:
             data["vision_config"] = _load_config(data["vision_config"])
             data["text_config"] = _load_config(data["text_config"])
+            data["train"] = check_train_recipe(data.get("train", {}), path)
             presets[path.stem] = VLMPreset(name=path.stem, **data)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed preset file {path}: {exc}") from exc
@@ -84,3 +93,19 @@ def get_preset(name: str) -> VLMPreset:
     if name not in presets:
         raise KeyError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(presets))}")
     return presets[name]
+
+
+def preset_file(name: str) -> Path:
+    """The JSON file of preset ``name`` (for messages)."""
+    return PRESET_DIR / f"{name}.json"
+
+
+def train_recipe(name: str, stage: str) -> dict[str, Any]:
+    """Preset ``name``'s training recipe for ``stage``; a ``KeyError`` names the file if it has none."""
+    train = get_preset(name).train
+    if stage not in train:
+        raise KeyError(
+            f"{preset_file(name)} has no training recipe for stage {stage!r} (train.{stage}); "
+            f"it has: {', '.join(train) or 'none'}"
+        )
+    return dict(train[stage])

@@ -7,16 +7,19 @@ from dataclasses import asdict, dataclass, replace
 
 @dataclass(frozen=True)
 class Budget:
-    """How much data and compute one quickstart run uses.
+    """How much data and compute one quickstart run uses, beyond the quickstart preset's training recipe.
+
+    The learning rates, batch sizes and maximum length of both stages are the ``train`` block of
+    ``presets/quickstart.json``; a budget only overrides them where it differs (``None``: the recipe's).
 
     image_size: square input side in pixels (a multiple of 14; 84 -> 6x6 = 36 image tokens).
     limit_images: convert only the first N easy-vqa images per split (None: all 4,000 / 1,000).
     max_turns: questions per stage-2 conversation (None: all of an image's questions).
     caption_share: fraction of stage-2 records that are caption conversations (``easy_vqa.stage2_records``).
     balanced_yes_no: equal yes and no answers per stage-2 yes/no phrasing (``easy_vqa.balance_yes_no``).
-    *_steps / *_batch / *_lr: optimizer steps, batch size and learning rate of each stage.
+    *_steps: optimizer steps of each stage.
+    *_batch / *_lr: the batch size (one process: global = per-device) and learning rate of each stage.
     connector_lr: stage-2 learning rate of the connector (the LLM uses ``finetune_lr``).
-    task_head_lr_multiplier: the task head's (pretrained copied blocks') lr as a fraction of the connector's.
     eval_limit: evaluate the first N test questions (the file is shuffled); None: all 9,673.
     """
 
@@ -26,15 +29,14 @@ class Budget:
     caption_share: float
     balanced_yes_no: bool
     pretrain_steps: int
-    pretrain_batch: int
-    pretrain_lr: float
     finetune_steps: int
-    finetune_batch: int
-    finetune_lr: float
-    connector_lr: float
-    task_head_lr_multiplier: float
     eval_limit: int | None
     eval_batch: int
+    pretrain_batch: int | None = None
+    pretrain_lr: float | None = None
+    finetune_batch: int | None = None
+    finetune_lr: float | None = None
+    connector_lr: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,13 +51,7 @@ BUDGETS: dict[str, Budget] = {
         caption_share=1 / 3,
         balanced_yes_no=False,
         pretrain_steps=150,
-        pretrain_batch=16,
-        pretrain_lr=1e-3,
         finetune_steps=80,
-        finetune_batch=16,
-        finetune_lr=1e-4,
-        connector_lr=2e-4,
-        task_head_lr_multiplier=0.1,
         eval_limit=300,
         eval_batch=16,
     ),
@@ -67,15 +63,12 @@ BUDGETS: dict[str, Budget] = {
         caption_share=0.25,
         balanced_yes_no=False,
         pretrain_steps=2,
-        pretrain_batch=2,
-        pretrain_lr=1e-3,
         finetune_steps=2,
-        finetune_batch=2,
-        finetune_lr=5e-5,
-        connector_lr=2e-4,
-        task_head_lr_multiplier=0.1,
         eval_limit=4,
         eval_batch=4,
+        pretrain_batch=2,
+        finetune_batch=2,
+        finetune_lr=5e-5,
     ),
 }
 

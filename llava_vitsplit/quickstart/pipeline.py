@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava_vitsplit.assets.sources import sha256_file
+from llava_vitsplit.presets import train_recipe
 from llava_vitsplit.quickstart.budget import VARIANTS, Budget
 from llava_vitsplit.quickstart.easy_vqa_task import BLANK_IMAGE_NAME
 from llava_vitsplit.train.launch_env import single_process_env
@@ -26,6 +27,11 @@ from llava_vitsplit.util.step_cache import StepCache
 PRESET = "quickstart"
 
 
+# The stage scripts' variables that override the training recipe (scripts/common.sh).
+RECIPE_VARIABLES = (
+    "TRAIN_RECIPE", "LEARNING_RATE", "MM_PROJECTOR_LR", "GLOBAL_BATCH_SIZE", "PER_DEVICE_BATCH_SIZE",
+    "GRAD_ACCUM", "NUM_EPOCHS", "MODEL_MAX_LENGTH", "TASK_HEAD_LR_MULTIPLIER", "LORA_R", "LORA_ALPHA",
+)  # fmt: skip
 STAGE_SCRIPTS = {"pretrain": "pretrain.sh", "finetune": "finetune.sh"}  # under <repo>/scripts
 
 
@@ -168,15 +174,17 @@ class Run:
             lambda: sized_tower(self.vision_tower, self.tower_dir, self.budget.image_size),
         )
 
-    def _stage_budget(self, stage: str) -> tuple[int, int, float]:
-        """``(steps, batch, lr)`` of ``stage``."""
+    def _stage_overrides(self, stage: str) -> dict[str, str]:
+        """The script variables by which this budget departs from the quickstart's training recipe."""
         b = self.budget
-        if stage == "pretrain":
-            return b.pretrain_steps, b.pretrain_batch, b.pretrain_lr
-        return b.finetune_steps, b.finetune_batch, b.finetune_lr
+        batch, lr = (
+            (b.pretrain_batch, b.pretrain_lr) if stage == "pretrain" else (b.finetune_batch, b.finetune_lr)
+        )
+        env = {"LEARNING_RATE": lr, "MM_PROJECTOR_LR": b.connector_lr if stage == "finetune" else None}
+        env.update(GLOBAL_BATCH_SIZE=batch, PER_DEVICE_BATCH_SIZE=batch)  # one process
+        return {name: str(value) for name, value in env.items() if value is not None}
 
     def _train_env(self, stage: str) -> dict[str, str]:
-        _, batch, lr = self._stage_budget(stage)
         env = {**os.environ, **single_process_env()}
         env.update(
             NUM_GPUS="1",
@@ -188,10 +196,6 @@ class Run:
             OUTPUT_DIR=str(self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir),
             PRETRAIN_DIR=str(self.pretrain_dir),
             DEEPSPEED_CONFIG=str(self.repo / "scripts" / "zero2.json"),  # one process: nothing to shard
-            GLOBAL_BATCH_SIZE=str(batch),
-            PER_DEVICE_BATCH_SIZE=str(batch),
-            LEARNING_RATE=str(lr),
-            MODEL_MAX_LENGTH="1024",
             BF16="False",  # CPU: the Trainer refuses bf16 without a GPU
             TF32="False",
             GRADIENT_CHECKPOINTING="False",
@@ -200,32 +204,28 @@ class Run:
             LOGGING_STEPS="5",
             TOKENIZERS_PARALLELISM="false",
         )
+        for name in RECIPE_VARIABLES:
+            env.pop(name, None)  # the recipe and this budget's overrides, never the caller's environment
+        env.update(self._stage_overrides(stage))
         if Path(self.language_model).is_dir():  # local parts only (the tower folder is always local)
             env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         return env
 
     def _train_args(self, stage: str) -> list[str]:
-        b = self.budget
-        args = ["--max_steps", str(self._stage_budget(stage)[0])]
-        args += VARIANTS[self.variant]
-        args += ["--task_head_lr_multiplier", str(b.task_head_lr_multiplier)]
-        if stage == "finetune":
-            # SmolLM2 ships a ChatML chat template, which inference uses too: train with it.
-            args += ["--version", "chat_template", "--mm_projector_lr", str(b.connector_lr)]
-            # Random batches: grouping by length makes each batch one question phrasing (all images, so
-            # there is no modality to group), which in a 40-step run left the model answering 'yes' to
-            # every yes/no question (50.0%).
-            args += ["--group_by_modality_length", "False"]
-        return args
+        """The steps and the variant's arguments; the rest is the recipe (``presets/quickstart.json``:
+        SmolLM2's ChatML template in stage 2, as inference uses, and random stage-2 batches -- grouping by
+        length made each batch one question phrasing, which in a 40-step run left the model answering
+        'yes' to every yes/no question)."""
+        steps = self.budget.pretrain_steps if stage == "pretrain" else self.budget.finetune_steps
+        return ["--max_steps", str(steps), *VARIANTS[self.variant]]
 
     def train(self, stage: str) -> None:
         script = self.repo / "scripts" / STAGE_SCRIPTS[stage]
         out = self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir
         marker = out / ("connector.safetensors" if stage == "pretrain" else "config.json")
-        _, batch, lr = self._stage_budget(stage)  # the steps are in the args
         settings = {  # what this stage's result depends on (a stage-2 change keeps stage 1)
-            "batch": batch,
-            "lr": lr,
+            "recipe": train_recipe(PRESET, stage),
+            "overrides": self._stage_overrides(stage),
             "data": sha256_file(self.data_file(stage)),
             "variant": self.variant,
             "language_model": self.language_model,

@@ -3,14 +3,19 @@
 Three dataclasses parsed by ``transformers.HfArgumentParser``: ``ModelArguments`` (parts, connector,
 stage), ``DataArguments`` and ``TrainingArguments`` (transformers' own plus LLaVA's extras: LoRA,
 ``group_by_modality_length``, ``model_max_length``, ``mm_projector_lr``, ...). Model fields left unset
-take their value from ``--preset`` (if given), then from the built-in default.
+take their value from ``--preset`` (if given), then from the built-in default; training arguments left
+unset take their value from the preset's training recipe for the run's stage (``--train_recipe`` names
+another preset's; ``train/recipe_args.py``), then from the dataclass default.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import transformers
+
+from llava_vitsplit.train.recipe_args import with_recipe
 
 # Built-in values of the preset-able model fields, used when neither the command line nor a preset sets them.
 MODEL_DEFAULTS = {
@@ -40,6 +45,10 @@ class ModelArguments:
     )
     vision_tower: str | None = field(default=None, metadata={"help": "Vision tower (CLIP/SigLIP/DINOv2)"})
     preset: str | None = field(default=None, metadata={"help": "Named preset (llava-vitsplit params --help)"})
+    train_recipe: str | None = field(
+        default=None,
+        metadata={"help": "Preset whose `train` block gives the training defaults (default: --preset)"},
+    )
     version: str | None = field(
         default=None, metadata={"help": "Conversation template: plain | vicuna_v1 | chat_template"}
     )
@@ -119,6 +128,10 @@ class TrainingArguments(transformers.TrainingArguments):
     warmup_ratio: float | None = field(
         default=None, metadata={"help": "LLaVA's name; transformers 5 takes a ratio as --warmup_steps < 1"}
     )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Sets --gradient_accumulation_steps to this / (per-device batch x WORLD_SIZE)"},
+    )
     output_dir: str = field(default="checkpoints/llava-vitsplit")
 
     def __post_init__(self):
@@ -130,7 +143,9 @@ class TrainingArguments(transformers.TrainingArguments):
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """The three argument dataclasses of ``argv`` (default: ``sys.argv[1:]``) over its training recipe."""
     parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    argv = with_recipe(sys.argv[1:] if argv is None else list(argv))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if not data_args.data_paths:
         parser.error("--data_path is required")

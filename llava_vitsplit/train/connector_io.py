@@ -71,7 +71,7 @@ def save_connector(
     out_dir = Path(out_dir)
     if provenance is None:
         provenance = part_provenance(model, **parts)
-    connector = model.model.multi_modal_projector
+    connector = model.connector
     with _gathered(list(connector.parameters())):
         state = {
             name: t.detach().to("cpu").clone().contiguous() for name, t in connector.state_dict().items()
@@ -120,7 +120,7 @@ def load_connector(
     if provenance is not None:
         check_provenance(weights, saved, provenance, allow_mismatch)
     state = load_file(str(weights))
-    connector = model.model.multi_modal_projector
+    connector = model.connector
     expected = connector.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:

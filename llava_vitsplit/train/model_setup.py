@@ -1,24 +1,26 @@
 """Build the model and processor for a training run and set what trains (the stage policy).
 
 Resolution order for every model setting: the command line, then the stage-1 connector's saved
-settings (stage 2), then ``--preset``, then the built-in default. The stage policy is
-``llava_vitsplit.stages``: stage 1 (``--tune_mm_mlp_adapter``) trains the connector only, task head
-included; stage 2 trains connector + LLM (``--lora_enable``: LoRA on the LLM's linear layers, the connector
-fully); the vision tower never trains. The global seed is set before building, so the connector init,
-the new ``<image>`` embedding row and the LoRA init are the same on every rank and in ``merge-lora``.
+settings (stage 2), then ``--preset``, then the built-in default. What trains is the freezing table
+``llava_vitsplit.stages.FREEZING`` for the run's stage (``training_stage``): ``pretrain``
+(``--tune_mm_mlp_adapter``) trains the connector only, task head included; ``finetune`` trains connector
++ LLM; ``finetune_lora`` (``--lora_enable``) trains LoRA on the LLM's linear layers and the whole
+connector; the vision tower never trains. The global seed is set before building, so the connector
+init, the new ``<image>`` embedding row and the LoRA init are the same on every rank and in ``merge-lora``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoConfig, set_seed
 
+from llava_vitsplit.presets.train_recipe import training_stage
 from llava_vitsplit.train.arguments import MODEL_DEFAULTS, DataArguments, ModelArguments, TrainingArguments
 from llava_vitsplit.train.connector_io import load_connector, read_connector_settings
 from llava_vitsplit.train.provenance import part_provenance
@@ -45,7 +47,6 @@ class BuildRecipe:
     pretrain_mm_mlp_adapter: str | None = None
     base_checkpoint: str | None = None  # continue from a saved llava_vitsplit checkpoint instead of parts
     allow_connector_mismatch: bool = False  # load a stage-1 connector trained for other parts
-    extra: dict = field(default_factory=dict)
 
     def save(self, out_dir: str | Path) -> None:
         Path(out_dir, RECIPE_FILE).write_text(json.dumps(self.__dict__, indent=2))
@@ -55,11 +56,42 @@ class BuildRecipe:
         path = Path(folder, RECIPE_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {folder} is not a llava-vitsplit LoRA output folder")
-        return cls(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        data.pop("extra", None)  # an always-empty field that earlier versions wrote
+        return cls(**data)
 
 
-def stage_of(model_args: ModelArguments) -> str:
-    return "pretrain" if model_args.tune_mm_mlp_adapter else "finetune"
+def stage_of(model_args: ModelArguments, training_args: TrainingArguments) -> str:
+    """The run's stage: ``pretrain``, ``finetune`` or ``finetune_lora`` (the freezing table's keys)."""
+    return training_stage(model_args.tune_mm_mlp_adapter, training_args.lora_enable)
+
+
+def _saved_connector_settings(model_args: ModelArguments) -> dict:
+    if not model_args.pretrain_mm_mlp_adapter:
+        return {}
+    return read_connector_settings(model_args.pretrain_mm_mlp_adapter)
+
+
+def _pick(saved: dict, cli_value, saved_key: str, preset_value, default):
+    """The command line's value (checked against the stage-1 connector's), else the saved, preset, default."""
+    if cli_value is not None:
+        if saved_key in saved and saved[saved_key] != cli_value:
+            raise ValueError(
+                f"{saved_key}={cli_value!r} disagrees with the stage-1 connector's {saved[saved_key]!r}"
+            )
+        return cli_value
+    if saved_key in saved:
+        return saved[saved_key]
+    return preset_value if preset_value is not None else default
+
+
+def _resolve_adapter(model_args: ModelArguments, saved: dict, preset) -> dict:
+    adapter = dict(saved.get("adapter") or (preset.adapter if preset and preset.adapter else {}))
+    overrides = model_args.adapter_overrides()
+    if saved and any(adapter.get(k) != v for k, v in overrides.items()):
+        raise ValueError(f"adapter settings {overrides} disagree with the stage-1 connector's {adapter}")
+    adapter.update(overrides)
+    return adapter
 
 
 def resolve_recipe(
@@ -69,24 +101,7 @@ def resolve_recipe(
     from llava_vitsplit.presets import get_preset
 
     preset = get_preset(model_args.preset) if model_args.preset else None
-    stage = stage_of(model_args)
-    saved = (
-        read_connector_settings(model_args.pretrain_mm_mlp_adapter)
-        if model_args.pretrain_mm_mlp_adapter
-        else {}
-    )
-
-    def pick(cli_value, saved_key, preset_value, default):
-        if cli_value is not None:
-            if saved_key in saved and saved[saved_key] != cli_value:
-                raise ValueError(
-                    f"{saved_key}={cli_value!r} disagrees with the stage-1 connector's {saved[saved_key]!r}"
-                )
-            return cli_value
-        if saved_key in saved:
-            return saved[saved_key]
-        return preset_value if preset_value is not None else default
-
+    saved = _saved_connector_settings(model_args)
     vision_tower = (
         model_args.vision_tower or saved.get("vision_tower") or (preset.vision_tower if preset else None)
     )
@@ -97,47 +112,41 @@ def resolve_recipe(
     )
     if not vision_tower or not language_model:
         raise ValueError("give --model_name_or_path and --vision_tower (or a --preset that names them)")
-    connector_type = pick(
+    connector_type = _pick(
+        saved,
         model_args.mm_projector_type,
         "connector_type",
         preset and preset.connector_type,
         MODEL_DEFAULTS["mm_projector_type"],
     )
-    adapter = None
-    if connector_type == "vitsplit":
-        adapter = dict(saved.get("adapter") or (preset.adapter if preset and preset.adapter else {}))
-        overrides = model_args.adapter_overrides()
-        if saved and any(adapter.get(k) != v for k, v in overrides.items()):
-            raise ValueError(f"adapter settings {overrides} disagree with the stage-1 connector's {adapter}")
-        adapter.update(overrides)
-    stage_defaults = preset.train.get(stage, {}) if preset else {}
     recipe = BuildRecipe(
         vision_tower=vision_tower,
         language_model=language_model,
         connector_type=connector_type,
-        adapter=adapter,
-        fusion_output=pick(model_args.fusion_output, "fusion_output", preset and preset.fusion_output, "llm"),
-        vision_feature_layer=pick(
+        adapter=_resolve_adapter(model_args, saved, preset) if connector_type == "vitsplit" else None,
+        fusion_output=_pick(
+            saved, model_args.fusion_output, "fusion_output", preset and preset.fusion_output, "llm"
+        ),
+        vision_feature_layer=_pick(
+            saved,
             model_args.mm_vision_select_layer,
             "vision_feature_layer",
             preset and preset.vision_feature_layer,
             MODEL_DEFAULTS["mm_vision_select_layer"],
         ),
         vision_feature_select_strategy=(preset.vision_feature_select_strategy if preset else "default"),
-        image_aspect_ratio=data_args.image_aspect_ratio
-        or stage_defaults.get("image_aspect_ratio")
-        or (preset.image_aspect_ratio if preset else "pad"),
+        image_aspect_ratio=data_args.image_aspect_ratio or (preset.image_aspect_ratio if preset else "pad"),
         attn_implementation=model_args.attn_implementation,
         seed=seed,
         pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
         allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
-    version = (
-        model_args.version
-        or stage_defaults.get("version")
-        or ("plain" if stage == "pretrain" else "vicuna_v1")
-    )
-    return recipe, version
+    return recipe, default_version(model_args)
+
+
+def default_version(model_args: ModelArguments) -> str:
+    """``--version`` (from the command line or the training recipe), else the stage's LLaVA template."""
+    return model_args.version or ("plain" if model_args.tune_mm_mlp_adapter else "vicuna_v1")
 
 
 def torch_dtype_for(training_args: TrainingArguments) -> torch.dtype:
@@ -187,20 +196,49 @@ def is_llava_vitsplit_checkpoint(path: str | None) -> bool:
         return False
 
 
-def lora_target_modules(model) -> str:
-    """A regex over the LLM's linear layers (never the tower's, the connector's or the LM head)."""
+def _module_names(model) -> dict[int, str]:
+    return {id(module): name for name, module in model.named_modules()}
+
+
+def lora_target_modules(model, stage: str) -> str:
+    """A regex over the linear layers of the components the freezing table gives LoRA in ``stage``
+    (the LLM's: never the tower's, the connector's or the LM head)."""
+    from llava_vitsplit.stages import lora_components, model_components
+
+    components, names = model_components(model), _module_names(model)
+    modules = [m for part in lora_components(stage) for m in components[part]]
     leaves = sorted(
         {
             name.rsplit(".", 1)[-1]
-            for name, m in model.model.language_model.named_modules()
-            if isinstance(m, nn.Linear)
+            for m in modules
+            for name, sub in m.named_modules()
+            if isinstance(sub, nn.Linear)
         }
     )
-    return r".*\.language_model\..*\.(" + "|".join(leaves) + r")$"
+    scopes = sorted({names[id(m)].rsplit(".", 1)[-1] for m in modules})
+    scope = scopes[0] if len(scopes) == 1 else "(" + "|".join(scopes) + ")"
+    return r".*\." + scope + r"\..*\.(" + "|".join(leaves) + r")$"
 
 
-def apply_lora(model, training_args: TrainingArguments, train_connector: bool):
-    """Wrap ``model`` with peft LoRA; the connector trains fully (saved in the adapter as modules_to_save)."""
+def lora_modules_to_save(model, table: dict) -> list[str] | None:
+    """The modules the freezing table trains fully next to LoRA: the whole connector when all its parts
+    train (saved as ``multi_modal_projector``, the checkpoint key), else the training parts."""
+    from llava_vitsplit.stages import connector_components, model_components
+
+    names = _module_names(model)
+    connector_parts = connector_components(model.connector)
+    if all(table[part] is True for part in connector_parts):
+        saved = [names[id(model.connector)].rsplit(".", 1)[-1]]
+    else:
+        saved = [names[id(m)] for part, mods in connector_parts.items() if table[part] is True for m in mods]
+    other = {part: mods for part, mods in model_components(model).items() if part not in connector_parts}
+    saved += [names[id(m)] for part, mods in other.items() if table[part] is True for m in mods]
+    return saved or None
+
+
+def apply_lora(model, training_args: TrainingArguments, table: dict, stage: str = "finetune_lora"):
+    """Wrap ``model`` with peft LoRA on the table's ``LORA`` components; its fully trained ones (the
+    connector) are saved in the adapter as ``modules_to_save``."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -208,52 +246,51 @@ def apply_lora(model, training_args: TrainingArguments, train_connector: bool):
         lora_alpha=training_args.lora_alpha,
         lora_dropout=training_args.lora_dropout,
         bias=training_args.lora_bias,
-        target_modules=lora_target_modules(model),
-        modules_to_save=["multi_modal_projector"] if train_connector else None,
+        target_modules=lora_target_modules(model, stage),
+        modules_to_save=lora_modules_to_save(model, table),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
 
 
-def setup_model(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
-    """``(model, processor, recipe, version)`` ready for the Trainer, with the stage policy applied."""
-    from llava_vitsplit.stages import apply_stage
+def _checkpoint_recipe(path: str, seed: int) -> BuildRecipe:
+    """The recipe that continues from a saved llava_vitsplit checkpoint (its config holds the settings)."""
+    config = AutoConfig.from_pretrained(path)
+    return BuildRecipe(
+        vision_tower="",
+        language_model="",
+        connector_type=config.connector_type,
+        adapter=config.adapter,
+        fusion_output=config.fusion_output,
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        image_aspect_ratio="",
+        seed=seed,
+        base_checkpoint=path,
+    )
 
-    stage = stage_of(model_args)
+
+def setup_model(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """``(model, processor, recipe, version)`` ready for the Trainer, with the freezing table applied."""
+    from llava_vitsplit.stages import apply_stage, stage_table
+
+    stage = stage_of(model_args, training_args)
     if stage == "pretrain" and model_args.pretrain_mm_mlp_adapter:
         raise ValueError(
             "--tune_mm_mlp_adapter (stage 1) and --pretrain_mm_mlp_adapter (stage 2) exclude each other"
         )
-    if stage == "pretrain" and training_args.lora_enable:
-        raise ValueError("--lora_enable applies to stage 2 only")
-    dtype = torch_dtype_for(training_args)
     if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
-        path = model_args.model_name_or_path
-        config = AutoConfig.from_pretrained(path)
-        recipe = BuildRecipe(
-            vision_tower="",
-            language_model="",
-            connector_type=config.connector_type,
-            adapter=config.adapter,
-            fusion_output=config.fusion_output,
-            vision_feature_layer=config.vision_feature_layer,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-            image_aspect_ratio="",
-            seed=training_args.seed,
-            base_checkpoint=path,
-        )
-        version = model_args.version or ("plain" if stage == "pretrain" else "vicuna_v1")
+        recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
+        version = default_version(model_args)
     else:
         recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
-    model, processor = build_from_recipe(recipe, dtype)
+    model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 
-    apply_stage(model, stage)
-    train_connector = not training_args.freeze_mm_mlp_adapter
-    if not train_connector:
-        model.model.multi_modal_projector.requires_grad_(False)
+    freeze_connector = training_args.freeze_mm_mlp_adapter
+    apply_stage(model, stage, freeze_connector)
     if training_args.lora_enable:
-        model = apply_lora(model, training_args, train_connector)
+        model = apply_lora(model, training_args, stage_table(stage, freeze_connector), stage)
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -70,7 +70,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
     training_args.remove_unused_columns = False  # items carry pixel_values the model takes by name
-    stage = stage_of(model_args)
+    stage = stage_of(model_args, training_args)
     out = prepare_output_dir(training_args.output_dir)  # before anything is built or trained
     check_image_folder(data_args.image_folder)
     if training_args.should_save:

@@ -22,14 +22,13 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from llava_vitsplit.data.sampler import ModalityLengthGroupedSampler
+from llava_vitsplit.stages import lr_group_modules
 from llava_vitsplit.train.storage import NoSpaceLeft, reporting_full_disk
 
 logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"
-CONNECTOR_KEY = "multi_modal_projector."
-TASK_HEAD_KEY = ".task_head."
-OFFSET_KEY = ".spatial.offset."  # DeformableConv3x3.offset inside the prior head / fusion net
+LR_KINDS = ("task_head", "offset", "connector")  # the most specific first: a task head is connector too
 
 
 class LlavaViTSplitTrainer(Trainer):
@@ -46,7 +45,10 @@ class LlavaViTSplitTrainer(Trainer):
 
     # -- learning-rate groups --------------------------------------------------------------------------
     def parameter_groups(self, model) -> list[dict]:
-        """Trainable parameters grouped by (lr, weight decay); empty groups are left out."""
+        """Trainable parameters grouped by (lr, weight decay); empty groups are left out.
+
+        A parameter's lr kind comes from the module it belongs to (``stages.lr_group_modules``: parameter
+        identity, which ZeRO-3 partitioning keeps); every parameter outside the connector is ``llm``."""
         args = self.args
         decay_names = set(self.get_decay_parameter_names(model))
         connector_lr = args.mm_projector_lr if args.mm_projector_lr is not None else args.learning_rate
@@ -56,17 +58,15 @@ class LlavaViTSplitTrainer(Trainer):
             "task_head": connector_lr * args.task_head_lr_multiplier,
             "offset": connector_lr * args.deform_offset_lr_multiplier,
         }
+        kind_of: dict[int, str] = {}
+        groups = lr_group_modules(model)
+        for kind in reversed(LR_KINDS):  # the most specific kind written last wins
+            kind_of.update({id(p): kind for module in groups[kind] for p in module.parameters()})
         buckets: dict[tuple[str, bool], list] = {}
         for name, param in model.named_parameters():
-            if not param.requires_grad:
-                continue
-            if CONNECTOR_KEY in name:
-                kind = (
-                    "task_head" if TASK_HEAD_KEY in name else "offset" if OFFSET_KEY in name else "connector"
-                )
-            else:
-                kind = "llm"
-            buckets.setdefault((kind, name in decay_names), []).append(param)
+            if param.requires_grad:
+                kind = kind_of.get(id(param), "llm")
+                buckets.setdefault((kind, name in decay_names), []).append(param)
         return [
             {"params": params, "lr": lrs[kind], "weight_decay": args.weight_decay if decay else 0.0}
             for (kind, decay), params in sorted(buckets.items())

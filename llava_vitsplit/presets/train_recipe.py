@@ -1,0 +1,69 @@
+"""A preset's training recipe: its ``train`` block, the trainer's defaults per stage.
+
+``{"pretrain": {...}, "finetune": {...}, "finetune_lora": {...}}`` (``finetune_lora`` only for presets
+with LoRA defaults); each stage maps argument names of ``llava-vitsplit train`` to values. Which stage a
+run is comes from its flags (``training_stage``). Only the fields of ``TRAIN_RECIPE_FIELDS`` may appear,
+with their types; ``check_train_recipe`` names the preset file and the field of any other entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TRAIN_STAGES = ("pretrain", "finetune", "finetune_lora")
+# argument name -> type of its value (a float field takes a JSON integer too; a bool is no number)
+TRAIN_RECIPE_FIELDS: dict[str, type] = {
+    "version": str,
+    "image_aspect_ratio": str,
+    "group_by_modality_length": bool,
+    "learning_rate": float,
+    "mm_projector_lr": float,
+    "task_head_lr_multiplier": float,
+    "deform_offset_lr_multiplier": float,
+    "global_batch_size": int,
+    "per_device_train_batch_size": int,
+    "num_train_epochs": float,
+    "weight_decay": float,
+    "warmup_ratio": float,
+    "lr_scheduler_type": str,
+    "model_max_length": int,
+    "lora_r": int,
+    "lora_alpha": int,
+    "lora_dropout": float,
+}
+
+
+def training_stage(tune_connector: bool, lora: bool) -> str:
+    """``pretrain`` (``--tune_mm_mlp_adapter``), ``finetune_lora`` (``--lora_enable``) or ``finetune``."""
+    if tune_connector and lora:
+        raise ValueError("--lora_enable applies to stage 2 only, not with --tune_mm_mlp_adapter")
+    return "pretrain" if tune_connector else "finetune_lora" if lora else "finetune"
+
+
+def _type_ok(value: Any, expected: type) -> bool:
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)
+
+
+def check_train_recipe(train: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """``train`` if it is a valid training recipe, else a ``ValueError`` naming ``path`` and the field."""
+    if not isinstance(train, dict):
+        raise ValueError(f"{path}: 'train' must be an object of stages, got {type(train).__name__}")
+    for stage, fields in train.items():
+        if stage not in TRAIN_STAGES:
+            raise ValueError(f"{path}: unknown stage train.{stage}; valid: {', '.join(TRAIN_STAGES)}")
+        if not isinstance(fields, dict):
+            raise ValueError(f"{path}: train.{stage} must be an object, got {type(fields).__name__}")
+        for name, value in fields.items():
+            expected = TRAIN_RECIPE_FIELDS.get(name)
+            if expected is None:
+                raise ValueError(
+                    f"{path}: unknown field train.{stage}.{name}; valid: {', '.join(TRAIN_RECIPE_FIELDS)}"
+                )
+            if not _type_ok(value, expected):
+                raise ValueError(f"{path}: train.{stage}.{name} must be {expected.__name__}, got {value!r}")
+    return train
