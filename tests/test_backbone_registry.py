@@ -17,6 +17,7 @@ from llava_vitsplit.adapter import tokens_to_map
 from llava_vitsplit.backbones.hf_layers import encoder_layers, num_prefix_tokens
 from llava_vitsplit.backbones.registry import (
     BACKBONES,
+    HALF,
     BackboneSpec,
     backbone_spec,
     one_cls_token,
@@ -38,6 +39,7 @@ VIT = BackboneSpec(
     final_norm="layernorm",
     interpolate_pos_encoding=True,
     image_processor="ViTImageProcessor",
+    normalization=HALF,
 )
 
 TINY_DENSE_SHAPE = {

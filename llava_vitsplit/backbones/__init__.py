@@ -10,6 +10,8 @@
 - ``hf.HFBackbone``: any registered transformers tower (DINOv2 with or without registers, CLIP, SigLIP).
 - ``open_clip.OpenClipBackbone``: open_clip vision towers.
 - ``configs``: embedded architecture configs (nothing downloaded).
+- ``normalization``: the input mean/std a dense backbone expects (family, checkpoint's preprocessor
+  config, or open_clip's), resolved from configs without building the model.
 """
 
 from llava_vitsplit.backbones.base import BackboneOutput, FrozenBackbone

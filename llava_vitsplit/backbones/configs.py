@@ -68,3 +68,8 @@ def backbone_config(name: str) -> dict[str, Any]:
     if name not in BACKBONE_CONFIGS:
         raise KeyError(f"unknown backbone config {name!r}; valid: {', '.join(sorted(BACKBONE_CONFIGS))}")
     return dict(BACKBONE_CONFIGS[name])
+
+
+def as_backbone_config(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """A preset's ``backbone``: an embedded config name (a copy of it) or a config dict (a copy)."""
+    return backbone_config(spec) if isinstance(spec, str) else dict(spec)

@@ -9,6 +9,11 @@ Adding a family is one ``register_backbone(BackboneSpec(...))``. Model classes a
 ``model_class()`` resolves the name on ``transformers`` (whose namespace is lazy), so importing this
 module loads no model family.
 
+Input normalisation (``normalization``): the mean/std each family's image processor uses, which the
+dense code applies to its inputs (``backbones.normalization`` resolves it for a dense backbone, where a
+checkpoint's own ``preprocessor_config.json`` wins). DINOv2: ImageNet's; CLIP: OpenAI's CLIP values;
+SigLIP: 0.5 / 0.5.
+
 Final norms for dense features (``final_norm``):
 
 - DINOv2: ``layernorm``, applied to every token in the model's own forward.
@@ -27,6 +32,36 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel (R, G, B) ``mean`` and ``std`` an input in [0, 1] is normalised with: ``(x - mean) / std``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"normalisation needs 3 means and 3 positive stds, got {mean} / {std}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def as_tuple(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self.mean, self.std
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalization:
+        return cls(tuple(data["mean"]), tuple(data["std"]))
+
+
+IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+OPENAI_CLIP = Normalization((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+HALF = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def one_cls_token(vision_config) -> int:
@@ -78,6 +113,8 @@ class BackboneSpec:
     - ``interpolate_pos_encoding``: the forward needs ``interpolate_pos_encoding=True`` for inputs of
       other sizes than the config's (DINOv2 always interpolates).
     - ``image_processor``: the transformers image processor this family's checkpoints ship with.
+    - ``normalization``: the ``image_mean`` / ``image_std`` the family's published checkpoints are
+      preprocessed with (dense inputs; e.g. DINOv2 ships ImageNet's in its ``BitImageProcessor`` config).
     - ``tiny_config``: config kwargs of a tiny test tower from the common shape keys (``hidden_size``,
       ``intermediate_size``, ``num_hidden_layers``, ``num_attention_heads``, ``image_size``,
       ``patch_size``).
@@ -91,6 +128,7 @@ class BackboneSpec:
     final_norm: str | None
     interpolate_pos_encoding: bool
     image_processor: str
+    normalization: Normalization
     tiny_config: Callable[[dict[str, int]], dict[str, Any]] = same_shape
     aliases: tuple[str, ...] = ()
 
@@ -182,6 +220,7 @@ register_backbone(
         final_norm="layernorm",
         interpolate_pos_encoding=False,
         image_processor="BitImageProcessor",
+        normalization=IMAGENET,
         tiny_config=with_mlp_ratio,
     )
 )
@@ -195,6 +234,7 @@ register_backbone(
         final_norm="layernorm",
         interpolate_pos_encoding=False,
         image_processor="BitImageProcessor",
+        normalization=IMAGENET,
         tiny_config=with_registers,
     )
 )
@@ -209,6 +249,7 @@ register_backbone(
         final_norm=None,
         interpolate_pos_encoding=True,
         image_processor="CLIPImageProcessor",
+        normalization=OPENAI_CLIP,
         tiny_config=with_projection,
     )
 )
@@ -223,5 +264,6 @@ register_backbone(
         final_norm="post_layernorm",
         interpolate_pos_encoding=True,
         image_processor="SiglipImageProcessor",
+        normalization=HALF,
     )
 )

@@ -1,4 +1,9 @@
-"""Build backbones, adapters and whole dense models from a ``DensePreset`` (heads: ``dense.tasks``)."""
+"""Build backbones, adapters and whole dense models from a ``DensePreset`` (heads: ``dense.tasks``).
+
+A model that normalises its own inputs (Mask R-CNN) takes the backbone's ``Normalization``
+(``backbones.normalization.backbone_normalization``; the trainer and the checkpoint loader pass the one
+the run uses, the default is the preset backbone family's).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from torch import nn
 
 from llava_vitsplit.adapter import AdapterConfig, ViTSplitAdapter
 from llava_vitsplit.backbones.base import FrozenBackbone
-from llava_vitsplit.backbones.configs import backbone_config
+from llava_vitsplit.backbones.configs import as_backbone_config
+from llava_vitsplit.backbones.normalization import backbone_normalization
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.model import DenseModel, TaskBranch
 from llava_vitsplit.dense.presets import DensePreset
 from llava_vitsplit.dense.tasks import task_spec
@@ -29,7 +36,7 @@ def build_backbone(
     tower is randomly initialised (tests, parameter accounting). A checkpoint whose width or depth
     differs from the preset's backbone is refused, since the adapter's layer choices depend on them.
     """
-    config = backbone_config(spec) if isinstance(spec, str) else dict(spec)
+    config = as_backbone_config(spec)
     if config.get("model_type") == "open_clip":
         from llava_vitsplit.backbones.open_clip import OpenClipBackbone
 
@@ -74,15 +81,22 @@ def build_dense_model(presets: Sequence[DensePreset], backbone: FrozenBackbone) 
     return DenseModel(backbone, {p.name: build_branch(p, backbone) for p in presets})
 
 
-def build_task_model(preset: DensePreset, backbone: FrozenBackbone) -> nn.Module:
-    """The model one preset trains: a one-branch ``DenseModel``, or its task's own model (Mask R-CNN)."""
-    return task_spec(preset).make_model(preset, backbone, build_adapter(preset, backbone))
+def build_task_model(
+    preset: DensePreset, backbone: FrozenBackbone, normalization: Normalization | None = None
+) -> nn.Module:
+    """The model one preset trains: a one-branch ``DenseModel``, or its task's own model (Mask R-CNN,
+    normalising with ``normalization``; ``None``: the preset backbone family's)."""
+    normalization = normalization or backbone_normalization(preset.backbone)
+    return task_spec(preset).make_model(preset, backbone, build_adapter(preset, backbone), normalization)
 
 
-def build_detector(preset: DensePreset, backbone: FrozenBackbone, **kwargs: Any) -> nn.Module:
+def build_detector(
+    preset: DensePreset, backbone: FrozenBackbone, normalization: Normalization | None = None, **kwargs: Any
+) -> nn.Module:
     """torchvision Mask R-CNN whose backbone is ``backbone`` + adapter + detection neck.
 
     ``preset.extra["detector"]`` holds extra ``MaskRCNN`` keyword arguments (and ``fpn_channels``);
-    ``kwargs`` override them.
+    ``kwargs`` override them. Images are normalised with ``normalization`` (``None``: the family's).
     """
-    return build_preset_detector(preset, backbone, build_adapter(preset, backbone), **kwargs)
+    normalization = normalization or backbone_normalization(preset.backbone)
+    return build_preset_detector(preset, backbone, build_adapter(preset, backbone), normalization, **kwargs)

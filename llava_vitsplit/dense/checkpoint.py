@@ -3,7 +3,9 @@
 ``<run>/checkpoints/step-<N>/`` holds:
 
 - ``checkpoint.json``: format, step, the presets (plain dicts) and where the frozen tower comes from
-  (``{"spec": ..., "weights": <folder> | null}``);
+  with the input normalisation training used (``{"spec": ..., "weights": <folder> | null,
+  "normalization": {"mean": [r, g, b], "std": [r, g, b]}}``; checkpoints written before the field was
+  recorded were all trained on ImageNet's, which ``recorded_normalization`` returns for them);
 - ``model.safetensors``: the trainable weights only (the frozen tower excluded);
 - ``backbone.safetensors``: the tower's weights, only when it was randomly initialised (tests);
 - ``trainer_state.pt``: optimiser, scheduler, sampler position and log window, tensors and plain
@@ -27,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from llava_vitsplit.backbones.registry import IMAGENET, Normalization
 from llava_vitsplit.util.atomic import publish, write_atomic, write_json
 
 FORMAT = "llava_vitsplit.dense/2"
@@ -194,9 +197,21 @@ def split_state(model: nn.Module, frozen_prefix: str) -> dict[str, torch.Tensor]
     return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen_prefix)}
 
 
-def backbone_source(spec: Any, weights: str | Path | None) -> dict[str, Any]:
-    """How to rebuild the frozen tower: its weights folder, or ``None`` (its weights are in the checkpoint)."""
-    return {"spec": spec, "weights": str(Path(weights).resolve()) if weights is not None else None}
+def backbone_source(spec: Any, weights: str | Path | None, normalization: Normalization) -> dict[str, Any]:
+    """How to rebuild the frozen tower: its weights folder, or ``None`` (its weights are in the checkpoint),
+    and the input normalisation the run trained with."""
+    return {
+        "spec": spec,
+        "weights": str(Path(weights).resolve()) if weights is not None else None,
+        "normalization": normalization.to_dict(),
+    }
+
+
+def recorded_normalization(source: dict[str, Any]) -> Normalization:
+    """The normalisation a checkpoint's ``backbone`` entry records; ImageNet's for checkpoints from before
+    it was recorded (the dense code then normalised every backbone's inputs with ImageNet's mean/std)."""
+    recorded = source.get("normalization")
+    return IMAGENET if recorded is None else Normalization.from_dict(recorded)
 
 
 def load_trainable(model: nn.Module, state: dict[str, torch.Tensor], prefix: str, source: str) -> None:

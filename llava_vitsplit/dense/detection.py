@@ -5,7 +5,9 @@ Mask R-CNN's transform to a multiple of 32) is therefore resized by ``patch / 16
 the patch grid is exactly ``(H/16, W/16)``: the fused map is stride 16. The neck then builds
 4x (two ConvT), 2x (one ConvT), 1x (identity) and 0.5x (max-pool) maps -> strides 4, 8, 16, 32, each
 followed by a BatchNorm, and torchvision's ``FeaturePyramidNetwork`` (+ a max-pooled extra level) makes
-the five 256-channel maps Mask R-CNN's default anchor generator and RoI heads expect.
+the five 256-channel maps Mask R-CNN's default anchor generator and RoI heads expect. Mask R-CNN's
+transform normalises the [0, 1] images with the backbone's ``Normalization`` (``image_mean`` /
+``image_std``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from llava_vitsplit.adapter import ViTSplitAdapter
 from llava_vitsplit.backbones.base import FrozenBackbone
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from llava_vitsplit.backbones.registry import Normalization
 
 
 class DetectionNeck(nn.Module):
@@ -91,13 +91,15 @@ def build_mask_rcnn(
     backbone: FrozenBackbone,
     adapter: ViTSplitAdapter,
     num_classes: int | None,
+    normalization: Normalization,
     min_size: int = 800,
     max_size: int = 1333,
     fpn_channels: int = 256,
     mask_head_channels: int | None = None,
     **kwargs,
 ) -> MaskRCNN:
-    """torchvision ``MaskRCNN`` with our backbone; ``num_classes`` includes background (COCO: 91).
+    """torchvision ``MaskRCNN`` with our backbone; ``num_classes`` includes background (COCO: 91);
+    images are normalised with the backbone's ``normalization``.
 
     ``kwargs`` go to ``MaskRCNN`` (RPN / RoI sampling sizes ...); ``fpn_channels`` is the FPN width;
     ``mask_head_channels`` narrows the four mask-head convs (torchvision's default is 256).
@@ -112,7 +114,7 @@ def build_mask_rcnn(
         num_classes=num_classes,
         min_size=min_size,
         max_size=max_size,
-        image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD),
+        image_mean=list(normalization.mean),
+        image_std=list(normalization.std),
         **kwargs,
     )

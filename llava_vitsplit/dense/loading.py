@@ -2,7 +2,9 @@
 
 Checkpoints of branch tasks (segmentation, depth: ``DenseTaskSpec.branch``) that were trained on the same
 backbone become branches of one ``DenseModel`` (one frozen pass feeds every branch); checkpoints of
-tasks with their own model (detection: Mask R-CNN) become one model each.
+tasks with their own model (detection: Mask R-CNN) become one model each. Each model's input
+normalisation is the one its checkpoint recorded (``checkpoint.recorded_normalization``), whatever
+``backbone_weights`` overrides: evaluation and prediction normalise exactly as training did.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.build import build_backbone, build_dense_model, build_task_model
-from llava_vitsplit.dense.checkpoint import load_checkpoint, load_trainable
+from llava_vitsplit.dense.checkpoint import load_checkpoint, load_trainable, recorded_normalization
 from llava_vitsplit.dense.model import DenseModel
 from llava_vitsplit.dense.presets import DensePreset
 from llava_vitsplit.dense.tasks import task_spec
@@ -26,6 +29,8 @@ class LoadedModels:
     dense: DenseModel | None = None  # every branch-task checkpoint, one branch each
     dense_presets: list[DensePreset] = field(default_factory=list)
     standalone: list[tuple[DensePreset, nn.Module]] = field(default_factory=list)  # own-model tasks
+    # preset name -> the input normalisation its checkpoint was trained with (eval / predict transforms)
+    normalization: dict[str, Normalization] = field(default_factory=dict)
 
 
 def _same_backbone(a: dict, b: dict) -> bool:
@@ -53,6 +58,11 @@ def _load_branches(payloads: list[dict], weights: str | Path | None, device) -> 
                 f"{other['path']} was trained on a different backbone than {first['path']}; "
                 "multi-task inference needs one shared frozen backbone"
             )
+        if recorded_normalization(other["backbone"]) != recorded_normalization(first["backbone"]):
+            raise ValueError(
+                f"{other['path']} was trained with another input normalisation than {first['path']}; "
+                "multi-task inference feeds every branch the same normalised image"
+            )
     presets = [DensePreset.from_dict(p["presets"][0]) for p in payloads]
     model = build_dense_model(presets, _backbone(first["backbone"], weights))
     state: dict[str, torch.Tensor] = {}
@@ -77,10 +87,13 @@ def load_models(
     for payload in payloads:
         preset = DensePreset.from_dict(payload["presets"][0])
         spec = task_spec(preset)
+        normalization = recorded_normalization(payload["backbone"])
+        loaded.normalization[preset.name] = normalization
         if spec.branch is not None:
             branches.append(payload)
             continue
-        model = build_task_model(preset, _backbone(payload["backbone"], backbone_weights))
+        backbone = _backbone(payload["backbone"], backbone_weights)
+        model = build_task_model(preset, backbone, normalization)
         load_trainable(model, payload["model"], spec.frozen_prefix, payload["path"])
         loaded.standalone.append((preset, model.to(device).eval()))
     if branches:

@@ -24,6 +24,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from llava_vitsplit.backbones.normalization import backbone_normalization
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.build import build_backbone, build_task_model
 from llava_vitsplit.dense.checkpoint import (
     backbone_source,
@@ -33,6 +35,7 @@ from llava_vitsplit.dense.checkpoint import (
     load_trainable,
     load_trainer_state,
     prune_checkpoints,
+    recorded_normalization,
     save_checkpoint,
     save_rng_file,
     split_state,
@@ -80,15 +83,30 @@ class TrainArgs:
     skip_bad_samples: bool = False
 
 
-def build_for_preset(preset: DensePreset, backbone_weights: str | None, source: dict | None = None):
+def build_for_preset(
+    preset: DensePreset,
+    backbone_weights: str | None,
+    normalization: Normalization,
+    source: dict | None = None,
+):
     """``(model, backbone)`` for a preset; ``source`` (from a checkpoint) restores a random tower's weights."""
     backbone = build_backbone(preset.backbone, backbone_weights)
     if source is not None and source.get("state_dict") is not None:
         backbone.load_state_dict(source["state_dict"])
-    return build_task_model(preset, backbone), backbone
+    return build_task_model(preset, backbone, normalization), backbone
 
 
-def _checked_datasets(args: TrainArgs, preset: DensePreset, accelerator: Accelerator, output: Path):
+def run_normalization(preset: DensePreset, weights: str | None, source: dict | None) -> Normalization:
+    """The input normalisation of a run: what its checkpoint recorded when resuming, else the backbone's
+    (the weights folder's ``preprocessor_config.json``, or the family's)."""
+    if source is not None:
+        return recorded_normalization(source)
+    return backbone_normalization(preset.backbone, weights)
+
+
+def _checked_datasets(
+    args: TrainArgs, preset: DensePreset, accelerator: Accelerator, output: Path, normalization: Normalization
+):
     """``(train_set, val_set | None)`` after checking both splits (cached); bad data raises ``BadDataError``."""
     splits = [args.train_split] + ([args.val_split] if args.val_split else [])
     reports: dict[str, DataReport] = {}
@@ -117,13 +135,22 @@ def _checked_datasets(args: TrainArgs, preset: DensePreset, accelerator: Acceler
         accelerator.print(
             f"--skip-bad-samples: leaving out {len(report.bad_samples)} sample(s); {report.summary()}"
         )
-    val_set = _dataset(args, preset, reports, args.val_split, False) if args.val_split in reports else None
-    return _dataset(args, preset, reports, args.train_split, True), val_set
+    val_set = None
+    if args.val_split in reports:
+        val_set = _dataset(args, preset, reports, args.val_split, False, normalization)
+    return _dataset(args, preset, reports, args.train_split, True, normalization), val_set
 
 
-def _dataset(args: TrainArgs, preset: DensePreset, reports: dict[str, DataReport], split: str, train: bool):
+def _dataset(
+    args: TrainArgs,
+    preset: DensePreset,
+    reports: dict[str, DataReport],
+    split: str,
+    train: bool,
+    normalization: Normalization,
+):
     skip = reports[split].bad_samples
-    return build_dataset(preset, args.data_root, split, train=train, layout=args.layout, skip=skip)
+    return build_dataset(preset, args.data_root, split, train, args.layout, skip, normalization)
 
 
 def _resumable_loader(dataset, batch_size: int, args: TrainArgs, seed: int, spec: DenseTaskSpec):
@@ -170,6 +197,7 @@ class RunState:
         # the schedule, the batch stream and the validation set
         self.model = self.backbone = self.optimizer = self.scheduler = self.stream = self.val_set = None
         self.weights: str | None = None
+        self.normalization: Normalization | None = None  # the inputs' mean/std, recorded in checkpoints
 
     def log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
@@ -202,7 +230,7 @@ class RunState:
         meta = {
             "step": self.step,
             "presets": [self.preset.to_dict()],
-            "backbone": backbone_source(self.preset.backbone, self.weights),
+            "backbone": backbone_source(self.preset.backbone, self.weights, self.normalization),
         }
         model_state = split_state(acc.unwrap_model(self.model), self.prefix)
         final = step_folder(self.ckpt_dir, self.step)
@@ -299,11 +327,12 @@ def setup(args: TrainArgs) -> RunState:
     payload, state, preset = _start(args, accelerator, output)
     run = RunState(args, accelerator, preset, output)
     run.seed = int(state["seed"]) if state is not None and "seed" in state else args.seed
-    train_set, run.val_set = _checked_datasets(args, preset, accelerator, output)
-
     source = payload["backbone"] if payload is not None else None
     run.weights = args.backbone_weights or (source or {}).get("weights")
-    run.model, run.backbone = build_for_preset(preset, run.weights, source)
+    run.normalization = run_normalization(preset, run.weights, source)
+    train_set, run.val_set = _checked_datasets(args, preset, accelerator, output, run.normalization)
+
+    run.model, run.backbone = build_for_preset(preset, run.weights, run.normalization, source)
     loader, sampler, generator = _resumable_loader(train_set, run.batch_size, args, run.seed, run.spec)
     run.optimizer = build_optimizer(run.model, preset, args.lr)
     run.scheduler = build_scheduler(

@@ -2,27 +2,25 @@
 
 Images arrive as ``tv_tensors.Image`` uint8 ``[3, H, W]`` and targets as ``tv_tensors.Mask``
 (class ids, or depth in metres); v2 resizes masks with nearest-neighbour and pads them with the fill
-given per type (the ignore index for labels, 0 = invalid for depth). Outputs are ImageNet-normalised
-float images (DINOv2 and open_clip-style towers expect this normalisation; CLIP towers use their own
-mean/std, passed in).
+given per type (the ignore index for labels, 0 = invalid for depth). Outputs are float images
+normalised with the backbone's ``Normalization`` (``backbones.normalization``: DINOv2 ImageNet's, CLIP
+OpenAI's, SigLIP 0.5 / 0.5, or the checkpoint's own), which every caller passes.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from llava_vitsplit.backbones.registry import Normalization
 
 
-def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+def normalise(normalization: Normalization) -> list[v2.Transform]:
+    """uint8 ``[3, H, W]`` -> float in [0, 1] -> ``(x - mean) / std`` per channel (targets untouched)."""
     return [
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(mean, std),
+        v2.Normalize(list(normalization.mean), list(normalization.std)),
     ]
 
 
@@ -31,9 +29,8 @@ def train_transform(
     base_size: tuple[int, int] | None,
     scale_range: tuple[float, float],
     fill: float,
+    normalization: Normalization,
     photometric: bool = True,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """Random scale (into ``base_size`` x U(scale_range), aspect kept), crop with padding, flip, colour jitter."""
     steps: list[v2.Transform] = []
@@ -47,7 +44,7 @@ def train_transform(
     ]
     if photometric:
         steps.append(v2.RandomPhotometricDistort(p=0.5))
-    return v2.Compose(steps + _normalise(mean, std))
+    return v2.Compose(steps + normalise(normalization))
 
 
 class ResizeInto(v2.Transform):
@@ -66,14 +63,10 @@ class ResizeInto(v2.Transform):
         return self._call_kernel(v2.functional.resize, inpt, size=params["size"], antialias=True)
 
 
-def eval_image_transform(
-    test_size: tuple[int, int] | None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> v2.Compose:
+def eval_image_transform(test_size: tuple[int, int] | None, normalization: Normalization) -> v2.Compose:
     """Resize an image into ``test_size`` (aspect kept) and normalise; targets are left untouched."""
     steps: list[v2.Transform] = [ResizeInto(test_size)] if test_size is not None else []
-    return v2.Compose(steps + _normalise(mean, std))
+    return v2.Compose(steps + normalise(normalization))
 
 
 class ImageOnly:

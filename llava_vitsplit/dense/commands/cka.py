@@ -1,5 +1,8 @@
 """``llava-vitsplit cka``: linear CKA between all layers of a backbone on a folder of images.
 
+Images are normalised as the backbone expects (``backbones.normalization``: the weights folder's
+``preprocessor_config.json``, or the family's mean/std).
+
 Writes ``cka.json`` (matrix, layer names) and ``cka.png`` (heatmap) into ``--out``: use it to pick K_t
 (the low-CKA late blocks) and prior layers for a new backbone, as in the paper's Figure 3.
 """
@@ -27,26 +30,21 @@ def main(argv: list[str]) -> int:
 
     from pathlib import Path
 
-    import torch
     from torchvision.transforms import v2
     from torchvision.transforms.v2 import functional as TF
 
+    from llava_vitsplit.backbones.normalization import backbone_normalization
     from llava_vitsplit.dense.build import build_backbone
     from llava_vitsplit.dense.cka import layer_features, linear_cka_matrix, save_cka
     from llava_vitsplit.dense.data import list_images, load_rgb
-    from llava_vitsplit.dense.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from llava_vitsplit.dense.transforms import normalise
 
     spec = args.backbone
     if spec.endswith(".json"):
         spec = json.loads(Path(spec).read_text())
     backbone = build_backbone(spec, args.backbone_weights)
-    prep = v2.Compose(
-        [
-            v2.Resize((args.size, args.size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
+    normalization = backbone_normalization(spec, args.backbone_weights)
+    prep = v2.Compose([v2.Resize((args.size, args.size), antialias=True), *normalise(normalization)])
     paths = list_images(args.images)[: args.max_images]
     images = [prep(TF.to_image(load_rgb(p))) for p in paths]
     matrix = linear_cka_matrix(layer_features(backbone, images, args.tokens_per_image))

@@ -43,7 +43,8 @@ def main(argv: list[str]) -> int:
     if not report.ok and not args.skip_bad_samples:
         raise BadDataError([report])
     skip = report.bad_samples
-    dataset = build_dataset(preset, args.data_root, args.split, train=False, layout=args.layout, skip=skip)
+    normalization = loaded.normalization[preset.name]  # what training used
+    dataset = build_dataset(preset, args.data_root, args.split, False, args.layout, skip, normalization)
     result = evaluate_dense(model, preset, dataset, device, args.max_images)
     result = {"preset": preset.name, "split": args.split, "skipped_samples": len(skip), **result}
     print(json.dumps(result, indent=2))

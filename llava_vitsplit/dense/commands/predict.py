@@ -73,7 +73,8 @@ def _predict_dense(loaded, rgb, path: Path, out: Path, device) -> int:
     size = tuple(image.shape[-2:])
     # one preset's resize for all branches: they share one frozen pass
     first = loaded.dense_presets[0]
-    pixels = eval_image_transform(first.test_size)(image)[None].to(device)  # [1, 3, h, w]
+    transform = eval_image_transform(first.test_size, loaded.normalization[first.name])  # as trained
+    pixels = transform(image)[None].to(device)  # [1, 3, h, w]
     slide = first.slide_stride is not None and all(p.slide_stride for p in loaded.dense_presets)
     crop = first.crop_size if slide else None
     stride = first.slide_stride if slide else None

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.data import DepthDataset, depth_pairs, load_depth
 from llava_vitsplit.dense.heads import DepthHead
 from llava_vitsplit.dense.losses import sig_loss
@@ -26,10 +27,11 @@ def depth_dataset(
     layout: str,
     missing: list | None,
     skip: frozenset[str],
+    normalization: Normalization,
 ) -> DepthDataset:
     """Items ``{"pixel_values", "depth" [H, W] metres, "path"}``; crops are padded with 0 (invalid)."""
     pairs = kept_pairs(depth_pairs(root, layout, split, missing), skip)
-    transform = pair_transform(preset, train, fill=0.0)
+    transform = pair_transform(preset, train, fill=0.0, normalization=normalization)
     return DepthDataset(pairs, preset.depth_scale, transform)
 
 

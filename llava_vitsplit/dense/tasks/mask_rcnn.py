@@ -1,7 +1,7 @@
 """The ``detection`` task: torchvision Mask R-CNN with the ViT-Split neck, COCO data, COCO box / mask AP.
 
 The model is the task's own (``OwnModel``): ``detection.build_mask_rcnn`` around the frozen tower and the
-adapter, trained on its summed RPN / RoI losses; ``dense-predict`` writes ``<image>.png`` with boxes and
+adapter; its transform normalises the [0, 1] images with the backbone's ``Normalization``. Trained on its summed RPN / RoI losses; ``dense-predict`` writes ``<image>.png`` with boxes and
 masks drawn and ``<image>.json`` with the boxes, labels and scores at or above the score threshold.
 """
 
@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 
 from llava_vitsplit.adapter import ViTSplitAdapter
 from llava_vitsplit.backbones.base import FrozenBackbone
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.data import coco_dataset, coco_paths
 from llava_vitsplit.dense.detection import build_mask_rcnn
 from llava_vitsplit.dense.metrics import coco_ap, coco_results
@@ -36,8 +37,10 @@ def detection_dataset(
     layout: str,
     missing: list | None,
     skip: frozenset[str],
+    normalization: Normalization,
 ):
-    """COCO ``(image [3, H, W] in [0, 1], target)`` pairs; training flips horizontally."""
+    """COCO ``(image [3, H, W] in [0, 1], target)`` pairs; training flips horizontally. Not normalised
+    here: Mask R-CNN's own transform normalises (``normalization`` is given to the model instead)."""
     transforms = [v2.RandomHorizontalFlip()] if train else []
     transforms += [
         v2.ToImage(),
@@ -67,16 +70,21 @@ def detection_split(preset: DensePreset, root: Path, split: str, layout: str) ->
 
 
 def build_preset_detector(
-    preset: DensePreset, backbone: FrozenBackbone, adapter: ViTSplitAdapter, **kwargs: Any
+    preset: DensePreset,
+    backbone: FrozenBackbone,
+    adapter: ViTSplitAdapter,
+    normalization: Normalization,
+    **kwargs: Any,
 ) -> nn.Module:
-    """Mask R-CNN with ``preset.extra["detector"]`` keyword arguments (``kwargs`` override them)."""
+    """Mask R-CNN with ``preset.extra["detector"]`` keyword arguments (``kwargs`` override them),
+    normalising its images with ``normalization``."""
     if preset.task != DETECTION.name:
         raise ValueError(f"preset {preset.name!r} is a {preset.task} preset, not detection")
     kwargs = {**preset.extra.get("detector", {}), **kwargs}
     min_size, max_size = preset.crop_size
     kwargs.setdefault("min_size", min_size)
     kwargs.setdefault("max_size", max_size)
-    return build_mask_rcnn(backbone, adapter, preset.num_classes, **kwargs)
+    return build_mask_rcnn(backbone, adapter, preset.num_classes, normalization, **kwargs)
 
 
 def detection_loss(model: nn.Module, batch: tuple[list, list]) -> torch.Tensor:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.data import BadSample, check_same_size, load_rgb
 from llava_vitsplit.dense.presets import DensePreset
 from llava_vitsplit.dense.tasks.spec import ProblemTuple, SplitFiles
@@ -22,12 +23,13 @@ Pair = tuple[Path, Path]
 PairListing = Callable[..., list[Pair]]
 
 
-def pair_transform(preset: DensePreset, train: bool, fill: float):
+def pair_transform(preset: DensePreset, train: bool, fill: float, normalization: Normalization):
     """Training: the preset's random scale/crop/flip, crops padded with ``fill`` in the target; evaluation:
-    the image resized to the test size, the target left at full resolution."""
+    the image resized to the test size, the target left at full resolution. Images are normalised with
+    the backbone's ``normalization``."""
     if train:
-        return train_transform(preset.crop_size, preset.test_size, preset.scale_range, fill=fill)
-    return ImageOnly(eval_image_transform(preset.test_size))
+        return train_transform(preset.crop_size, preset.test_size, preset.scale_range, fill, normalization)
+    return ImageOnly(eval_image_transform(preset.test_size, normalization))
 
 
 TargetReader = Callable[[Path], np.ndarray]  # decodes a target file or raises BadSample

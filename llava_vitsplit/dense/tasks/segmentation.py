@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.data import SegmentationDataset, decode_label, segmentation_pairs, unknown_class_ids
 from llava_vitsplit.dense.heads import SegmentationHead
 from llava_vitsplit.dense.losses import segmentation_loss
@@ -26,10 +27,11 @@ def segmentation_dataset(
     layout: str,
     missing: list | None,
     skip: frozenset[str],
+    normalization: Normalization,
 ) -> SegmentationDataset:
     """Items ``{"pixel_values", "labels" [H, W], "path"}``; crops are padded with the ignore index."""
     pairs = kept_pairs(segmentation_pairs(root, layout, split, missing), skip)
-    transform = pair_transform(preset, train, fill=preset.ignore_index)
+    transform = pair_transform(preset, train, fill=preset.ignore_index, normalization=normalization)
     return SegmentationDataset(
         pairs, preset.num_classes, transform, preset.ignore_index, preset.reduce_zero_label
     )

@@ -25,6 +25,7 @@ from torch import nn
 
 from llava_vitsplit.adapter import ViTSplitAdapter
 from llava_vitsplit.backbones.base import FrozenBackbone
+from llava_vitsplit.backbones.registry import Normalization
 from llava_vitsplit.dense.inference import predict_resized
 from llava_vitsplit.dense.model import DenseModel, TaskBranch
 from llava_vitsplit.dense.presets import DensePreset
@@ -78,7 +79,8 @@ class BranchHead:
 class OwnModel:
     """A task that builds its own model on the frozen tower and the adapter (Mask R-CNN)."""
 
-    build: Callable[[DensePreset, FrozenBackbone, ViTSplitAdapter], nn.Module]
+    # (preset, frozen tower, adapter, the tower's input normalisation) -> the model
+    build: Callable[[DensePreset, FrozenBackbone, ViTSplitAdapter, Normalization], nn.Module]
     loss: Callable[[nn.Module, Any], torch.Tensor]  # (model in train mode, collated batch) -> scalar
     evaluate: Callable[[nn.Module, Any, torch.device, int | None], dict[str, Any]]  # (model, dataset, ...)
     predict: Callable[[nn.Module, DensePreset, Any, Path, str, torch.device, PredictOptions], None]
@@ -86,14 +88,15 @@ class OwnModel:
     frozen_prefix: str  # where the frozen tower sits in the model's state dict
 
 
-DatasetBuilder = Callable[[DensePreset, Path, str, bool, str, "list | None", frozenset], Any]
+DatasetBuilder = Callable[[DensePreset, Path, str, bool, str, "list | None", frozenset, Normalization], Any]
 
 
 @dataclass(frozen=True)
 class DenseTaskSpec:
-    """One dense task. ``dataset(preset, root, split, train, layout, missing, skip)`` reads the samples with
-    the train or eval transforms (``missing``: a list collecting incomplete pairs instead of raising, or
-    None; ``skip``: sample paths to leave out); ``collate`` batches its items; ``split_files(preset, root,
+    """One dense task. ``dataset(preset, root, split, train, layout, missing, skip, normalization)`` reads
+    the samples with the train or eval transforms (``missing``: a list collecting incomplete pairs instead
+    of raising, or None; ``skip``: sample paths to leave out; ``normalization``: the backbone's input
+    mean/std, for tasks whose transforms normalise); ``collate`` batches its items; ``split_files(preset, root,
     split, layout)`` lists a split for ``dense-validate``. Exactly one of ``branch`` / ``own_model``."""
 
     name: str
@@ -121,11 +124,16 @@ class DenseTaskSpec:
         return TaskBranch(preset.task, adapter, self.branch.head(preset, adapter.out_channels))
 
     def make_model(
-        self, preset: DensePreset, backbone: FrozenBackbone, adapter: ViTSplitAdapter
+        self,
+        preset: DensePreset,
+        backbone: FrozenBackbone,
+        adapter: ViTSplitAdapter,
+        normalization: Normalization,
     ) -> nn.Module:
-        """The model one preset trains: a one-branch ``DenseModel`` or the task's own model."""
+        """The model one preset trains: a one-branch ``DenseModel`` (fed normalised images) or the task's
+        own model (given ``normalization``, if it normalises its inputs itself)."""
         if self.own_model is not None:
-            return self.own_model.build(preset, backbone, adapter)
+            return self.own_model.build(preset, backbone, adapter, normalization)
         return DenseModel(backbone, {preset.name: self.build_branch(preset, adapter)})
 
     def loss(self, model: nn.Module, preset: DensePreset, batch: Any) -> torch.Tensor:
