@@ -98,9 +98,10 @@ def _loss(model, preset: DensePreset, batch) -> torch.Tensor:
         images, targets = batch
         losses = model(images, targets)
         return sum(losses.values())
-    outputs = model(batch["pixel_values"])[preset.name]  # [B, K, H, W]
-    if preset.task == "segmentation":
-        return segmentation_loss(outputs, batch["labels"], preset.ignore_index)
+    if preset.task == "segmentation":  # the loss resizes the head's map band by band
+        prediction = model(batch["pixel_values"], resize=False)[preset.name]
+        return segmentation_loss(prediction, batch["labels"], preset.ignore_index)
+    outputs = model(batch["pixel_values"])[preset.name]  # [B, 1, H, W]
     return sig_loss(outputs, batch["depth"], preset.min_depth, preset.max_depth)
 
 
