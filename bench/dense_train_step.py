@@ -57,8 +57,14 @@ def _register_flop_formulas() -> None:
         return 4 * grad_shape[0] * c_out * grad_shape[2] * grad_shape[3] * c_in * kh * kw
 
 
-def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str, preset_name: str):
-    """One variant's model, optimiser and training step; returns ``(step, trainable_params)``."""
+def build_step(
+    variant: str, batch_size: int, size: int, device: str, dtype: str, preset_name: str, loss: str = "banded"
+):
+    """One variant's model, optimiser and training step; returns ``(step, trainable_params)``.
+
+    ``loss``: ``banded`` scores the head's map resized band by band (``segmentation_loss`` of an
+    ``UnresizedPrediction``); ``full`` resizes it to ``[B, K, H, W]`` first (the earlier loss path).
+    """
     import torch
 
     from llava_vitsplit.dense.baseline import LinearSegmenter
@@ -75,7 +81,7 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
     backbone = build_backbone(preset.backbone)
     if variant.startswith("vitsplit"):
         model = build_dense_model([preset], backbone)
-        forward = lambda x: model(x)[preset.name]  # noqa: E731
+        forward = lambda x, resize: model(x, resize=resize)[preset.name]  # noqa: E731
     else:
         model = LinearSegmenter(backbone, preset.num_classes)
         forward = model
@@ -87,8 +93,8 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
 
     def step() -> None:
         with autocast:
-            loss = segmentation_loss(forward(images), labels)  # logits [B, K, H, W] not kept
-        loss.backward()
+            value = segmentation_loss(forward(images, resize=loss == "full"), labels)
+        value.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -98,14 +104,15 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
 def build_bench(variant: str, settings: dict) -> StepBench:
     """``bench_common.serve`` entry point: this variant's ``StepBench``."""
     _register_flop_formulas()
-    keys = ("batch_size", "size", "device", "dtype", "preset")
+    keys = ("batch_size", "size", "device", "dtype", "preset", "loss")
     step, trainable = build_step(variant, *(settings[k] for k in keys))
-    return StepBench(step, settings["device"], {"dtype": settings["dtype"], "trainable_params": trainable})
+    info = {"dtype": settings["dtype"], "loss": settings["loss"], "trainable_params": trainable}
+    return StepBench(step, settings["device"], info)
 
 
 def measure(args: argparse.Namespace) -> dict[str, dict]:
     """All requested variants, interleaved, with the settings in ``args``."""
-    settings = {k: getattr(args, k) for k in ("batch_size", "size", "device", "threads", "preset")}
+    settings = {k: getattr(args, k) for k in ("batch_size", "size", "device", "threads", "preset", "loss")}
     settings["dtype"] = resolve_dtype(args.dtype, args.device)
     return run_interleaved(build_bench, args.variants, settings, args.warmup, args.iters, args.profile)
 
@@ -158,6 +165,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="dense-ade20k-s",
         help="dense preset of the ViT-Split variants ('tiny': the tiny test preset)",
     )
+    p.add_argument(
+        "--loss",
+        default="banded",
+        choices=["banded", "full"],
+        help="banded: resize + cross-entropy band by band (default); full: on the [B, K, H, W] logits",
+    )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument(
         "--threads", type=int, help="torch intra-op threads in each child (default: torch's choice)"
@@ -179,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print(json.dumps(r))
     print(
         f"\nmachine: {machine_line(args.device, args.threads)}; device {args.device}, {dtype}; batch "
-        f"{args.batch_size} x {args.size}x{args.size}; {args.iters} interleaved timed rounds after {args.warmup} warm-up"
+        f"{args.batch_size} x {args.size}x{args.size}; {args.loss} loss; {args.iters} interleaved timed rounds after {args.warmup} warm-up"
     )
     print(table(results))
     if args.json:
