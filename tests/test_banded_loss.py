@@ -75,8 +75,10 @@ def test_banded_loss_never_makes_the_full_resolution_map(monkeypatch):
     monkeypatch.setattr(losses, "BAND_ELEMENTS", 16 * 2 * 3 * 512)  # 16-row bands
     with OpLog() as log:
         segmentation_loss(prediction, labels).backward()
-    big = [op for op in log.ops if len(op[1]) == 4 and op[1][-2] > 16 and op[1][-1] == 512]
+    full_map = labels.numel() * pred.shape[1]  # [B, K, 512, 512]
+    big = [op for op in log.ops if op[2].is_floating_point and torch.Size(op[1]).numel() > full_map // 4]
     assert not big, big
+    assert any(torch.Size(op[1]).numel() == 16 * 512 * 3 for op in log.ops)  # one image's 16-row band
     assert pred.grad is not None and pred.grad.shape == pred.shape
 
 
@@ -120,3 +122,15 @@ def test_models_give_the_same_outputs_and_weight_gradients_either_way(kind):
     assert banded.keys() == reference.keys() and banded
     for name in banded:
         torch.testing.assert_close(banded[name], reference[name], atol=1e-12, rtol=1e-9, msg=name)
+
+
+def test_banded_loss_under_bfloat16_autocast_scores_in_float32():
+    pred, labels, _ = _case(GEOMETRIES[1], torch.float32)
+    low = pred.detach().to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = segmentation_loss(UnresizedPrediction(low, (3, 5), 14, (40, 63)), labels)
+    ref = _reference(low.detach().double(), labels, (3, 5), 14, 255)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours.double(), ref, atol=1e-6, rtol=1e-6)
+    ours.backward()
+    assert low.grad is not None and low.grad.dtype == torch.bfloat16

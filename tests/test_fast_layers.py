@@ -6,7 +6,7 @@
 - ``resize_to_input`` vs ``F.interpolate`` to the padded size followed by the crop, without making the
   padded-size map.
 - ``batch_norm_conv1x1`` (BatchNorm folded into the 1x1 classifier) vs ``conv(norm(x))``: outputs,
-  gradients and running statistics, train and eval.
+  gradients and running statistics, train and eval, float64 and under bfloat16 autocast.
 - ``UpBlock`` (GroupNorm + GELU recomputed in backward) vs the plain sequence of its three layers.
 """
 
@@ -174,12 +174,34 @@ def test_folded_batch_norm_conv1x1_equals_norm_then_conv(mode, momentum):
         torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name), atol=1e-12, rtol=1e-12)
 
 
-def test_folded_batch_norm_conv1x1_falls_back_under_autocast_and_for_other_norms():
+def test_folded_batch_norm_conv1x1_under_bfloat16_autocast_keeps_float32_statistics():
+    torch.manual_seed(0)
+    norm, conv = nn.BatchNorm2d(16), nn.Conv2d(16, 5, 1)
+    ref_norm, ref_conv = copy.deepcopy(norm), copy.deepcopy(conv)
+    x = (torch.randn(2, 16, 6, 7) * 3 + 1).to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with OpLog() as log:
+            ours = batch_norm_conv1x1(x, norm, conv)
+        ref = ref_conv(ref_norm(x))
+    assert not any(name == "native_batch_norm" for name, _, _ in log.ops)  # the folded path ran
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), atol=0.05, rtol=0.02)
+    for name in ("running_mean", "running_var"):  # float32 statistics, as BatchNorm keeps them
+        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name), atol=1e-6, rtol=1e-5)
+    params = (x, norm.weight, norm.bias, conv.weight, conv.bias)
+    ref_params = (x, ref_norm.weight, ref_norm.bias, ref_conv.weight, ref_conv.bias)
+    for mine, theirs in zip(_grads(ours, params), _grads(ref, ref_params), strict=True):
+        assert mine.dtype == theirs.dtype
+        scale = theirs.float().abs().max()
+        torch.testing.assert_close(mine.float() / scale, theirs.float() / scale, atol=0.02, rtol=0.0)
+
+
+def test_folded_batch_norm_conv1x1_falls_back_for_other_norms_and_mismatched_dtypes():
     torch.manual_seed(0)
     norm, conv = nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1)
     x = torch.randn(2, 4, 3, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16), OpLog() as log:
-        out = batch_norm_conv1x1(x, norm, conv)
+        out = batch_norm_conv1x1(x, norm, conv)  # float32 input under bf16 autocast
     assert any(name == "native_batch_norm" for name, _, _ in log.ops)
     assert out.dtype == torch.bfloat16
     group = nn.GroupNorm(2, 4)
@@ -204,3 +226,19 @@ def test_up_block_recomputes_its_norm_and_keeps_values_gradients_and_keys():
     assert saved.count((2, 16, 6, 10)) == 1, saved  # only the upsampled map, not GroupNorm's output
     with torch.no_grad():
         torch.testing.assert_close(block(x), ref)
+
+
+def test_up_block_under_bfloat16_autocast_matches_the_plain_layers():
+    torch.manual_seed(0)
+    block = UpBlock(8, 64)  # 32 groups of 2 channels (one channel per group would zero the bias gradient)
+    reference = nn.Sequential(*(copy.deepcopy(m) for m in block))
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = block(x), reference(x)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), atol=0.02, rtol=0.02)
+    for a, b in zip(
+        _grads(ours, (x, *block.parameters())), _grads(ref, (x, *reference.parameters())), strict=True
+    ):
+        scale = b.float().abs().max()
+        torch.testing.assert_close(a.float() / scale, b.float() / scale, atol=0.02, rtol=0.0)
