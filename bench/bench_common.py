@@ -14,6 +14,14 @@ import statistics
 import time
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# Child-process memory allocator settings (``--malloc``). ``system``: glibc's defaults, which hand large
+# blocks back to the kernel on free, so every step page-faults its large activations in again (about
+# 15% of a CPU training step on the project's VMs). ``keep``: glibc keeps freed memory in the process
+# (no mmap for large blocks, no heap trimming), as PyTorch's CUDA caching allocator does on a GPU.
+MALLOC_TUNABLES = {
+    "system": None,
+    "keep": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184",
+}
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -132,6 +140,23 @@ class StepBench:
         key = "self_cuda_time_total" if self.cuda else "self_cpu_time_total"
         return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
 
+    def live_peak_mib(self) -> float:
+        """Peak of live tensor memory during one step above its start (MiB), from torch.profiler's memory
+        events at operator granularity: the CPU analogue of ``torch.cuda.max_memory_allocated`` (weights and
+        optimiser state, allocated before the step, are not counted; allocator caching is not either)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            self.step()
+        changes = sorted(
+            (e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage
+        )
+        live = peak = 0
+        for _, nbytes in changes:
+            live += nbytes
+            peak = max(peak, live)
+        return peak / 2**20
+
     def finish(self) -> dict:
         import torch
 
@@ -159,6 +184,8 @@ def serve(build, variant: str, settings: dict, conn) -> None:
             conn.send(bench.gflops())
         elif name == "profile":
             conn.send(bench.profile(int(arg)))
+        elif name == "live":
+            conn.send(bench.live_peak_mib())
     conn.send(bench.finish())
 
 
@@ -168,17 +195,21 @@ def _ask(conn, request: str):
 
 
 def run_interleaved(
-    build, variants, settings: dict, warmup: int, iters: int, profile_rows: int = 0
+    build, variants, settings: dict, warmup: int, iters: int, profile_rows: int = 0, live_peak: bool = False
 ) -> dict[str, dict]:
     """One child per variant; round ``r`` times one step of each (order reversed every other round).
 
     Load from other jobs on a shared machine thus falls on all variants alike. The first warm-up step
     of each variant counts its FLOPs. Returns per variant: ``info``, ``gflops_per_step``,
-    ``step_times``, ``median_s``, memory figures and anything ``extra`` measured (and ``profile``).
+    ``step_times``, ``median_s``, memory figures and anything ``extra`` measured (and ``profile``;
+    with ``live_peak``, ``live_peak_mib`` of one more step: ``StepBench.live_peak_mib``).
     """
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
+    tunables = MALLOC_TUNABLES[settings.get("malloc", "system")]
+    if tunables:  # read by glibc when each spawned child starts
+        os.environ["GLIBC_TUNABLES"] = tunables
     conns, procs = {}, []
     for variant in variants:
         parent_end, child_end = ctx.Pipe()
@@ -198,10 +229,14 @@ def run_interleaved(
     for v in variants:
         if profile_rows:
             results[v]["profile"] = _ask(conns[v], f"profile:{profile_rows}")
+        if live_peak:
+            results[v]["live_peak_mib"] = _ask(conns[v], "live")
         results[v] |= _ask(conns[v], "finish")
         results[v]["median_s"] = statistics.median(results[v]["step_times"])
     for proc in procs:
         proc.join()
+    if tunables:
+        os.environ.pop("GLIBC_TUNABLES", None)
     return results
 
 

@@ -2,7 +2,7 @@
 
 Implementations: ``torchvision`` (``torchvision.ops.deform_conv2d`` through ``DeformableConv3x3``'s
 torchvision path: the input's dtype where the kernel has it, else float32 and cast back), ``sampled``
-(``sampled_deform_conv3x3``: grid_sample + matmul, the CPU path) and ``plain`` (``nn.Conv2d`` 3x3, the
+(``sampled_deform_conv3x3``: channels-last bilinear gathers with ``F.embedding_bag`` + matmul, the CPU path) and ``plain`` (``nn.Conv2d`` 3x3, the
 released-code variant, for scale). Offsets are random (std 0.5 px), so the sampling is really deformable.
 Shapes ``B,C,h,w``: the dense ViT-Split-S conv at batch 8 (``8,384,37,37``) and the LLaVA-7B fusion conv
 (``8,4096,24,24``).

@@ -25,7 +25,15 @@ import json
 import statistics
 from pathlib import Path
 
-from bench_common import StepBench, machine_line, resolve_dtype, run_interleaved, torch_dtype, write_json
+from bench_common import (
+    MALLOC_TUNABLES,
+    StepBench,
+    machine_line,
+    resolve_dtype,
+    run_interleaved,
+    torch_dtype,
+    write_json,
+)
 
 VARIANTS = ("vitsplit", "vitsplit_plainconv", "full_finetune_linear")
 
@@ -57,8 +65,14 @@ def _register_flop_formulas() -> None:
         return 4 * grad_shape[0] * c_out * grad_shape[2] * grad_shape[3] * c_in * kh * kw
 
 
-def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str, preset_name: str):
-    """One variant's model, optimiser and training step; returns ``(step, trainable_params)``."""
+def build_step(
+    variant: str, batch_size: int, size: int, device: str, dtype: str, preset_name: str, loss: str = "banded"
+):
+    """One variant's model, optimiser and training step; returns ``(step, trainable_params)``.
+
+    ``loss``: ``banded`` scores the head's map resized band by band (``segmentation_loss`` of an
+    ``UnresizedPrediction``); ``full`` resizes it to ``[B, K, H, W]`` first (the earlier loss path).
+    """
     import torch
 
     from llava_vitsplit.dense.baseline import LinearSegmenter
@@ -75,7 +89,7 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
     backbone = build_backbone(preset.backbone)
     if variant.startswith("vitsplit"):
         model = build_dense_model([preset], backbone)
-        forward = lambda x: model(x)[preset.name]  # noqa: E731
+        forward = lambda x, resize: model(x, resize=resize)[preset.name]  # noqa: E731
     else:
         model = LinearSegmenter(backbone, preset.num_classes)
         forward = model
@@ -87,8 +101,8 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
 
     def step() -> None:
         with autocast:
-            loss = segmentation_loss(forward(images), labels)  # logits [B, K, H, W] not kept
-        loss.backward()
+            value = segmentation_loss(forward(images, resize=loss == "full"), labels)
+        value.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -98,16 +112,20 @@ def build_step(variant: str, batch_size: int, size: int, device: str, dtype: str
 def build_bench(variant: str, settings: dict) -> StepBench:
     """``bench_common.serve`` entry point: this variant's ``StepBench``."""
     _register_flop_formulas()
-    keys = ("batch_size", "size", "device", "dtype", "preset")
+    keys = ("batch_size", "size", "device", "dtype", "preset", "loss")
     step, trainable = build_step(variant, *(settings[k] for k in keys))
-    return StepBench(step, settings["device"], {"dtype": settings["dtype"], "trainable_params": trainable})
+    info = {"dtype": settings["dtype"], "loss": settings["loss"], "malloc": settings["malloc"]}
+    info["trainable_params"] = trainable
+    return StepBench(step, settings["device"], info)
 
 
 def measure(args: argparse.Namespace) -> dict[str, dict]:
     """All requested variants, interleaved, with the settings in ``args``."""
-    settings = {k: getattr(args, k) for k in ("batch_size", "size", "device", "threads", "preset")}
+    names = ("batch_size", "size", "device", "threads", "preset", "loss", "malloc")
+    settings = {k: getattr(args, k) for k in names}
     settings["dtype"] = resolve_dtype(args.dtype, args.device)
-    return run_interleaved(build_bench, args.variants, settings, args.warmup, args.iters, args.profile)
+    live = not args.device.startswith("cuda")  # CUDA has torch.cuda.max_memory_allocated (cuda_peak_mib)
+    return run_interleaved(build_bench, args.variants, settings, args.warmup, args.iters, args.profile, live)
 
 
 def _ratio(row: dict, full: dict | None, key: str, inverse: bool = False) -> str:
@@ -124,13 +142,20 @@ def _paired_speedup(row: dict, full: dict | None) -> str:
     return f"{statistics.median(pairs):.2f}x"
 
 
+def _live(row: dict) -> str:
+    """The live-tensor peak (CPU), or CUDA's max_memory_allocated, in MiB."""
+    value = row.get("live_peak_mib", row.get("cuda_peak_mib"))
+    return "-" if value is None else f"{value:.0f}"
+
+
 def table(results: dict[str, dict]) -> str:
     """Markdown table with the time, FLOP and training-memory ratios against the full fine-tune."""
     full = results.get("full_finetune_linear")
     lines = [
         "| variant | dtype | trainable | GFLOP/step | FLOP ratio | median s/step | speed vs full | "
-        "per-round speed vs full (median) | peak RSS MiB | train +MiB | train memory vs full |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "per-round speed vs full (median) | peak RSS MiB | train +MiB | train memory vs full | "
+        "live peak MiB | live memory vs full |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results.values():
         ratio = lambda key, inverse=False, r=r: _ratio(r, full, key, inverse)  # noqa: E731
@@ -138,7 +163,8 @@ def table(results: dict[str, dict]) -> str:
             f"| {r['variant']} | {r['dtype']} | {r['trainable_params'] / 1e6:.1f}M | {r['gflops_per_step']:.0f} | "
             f"{ratio('gflops_per_step', True)} | {r['median_s']:.2f} | {ratio('median_s', True)} | "
             f"{_paired_speedup(r, full)} | "
-            f"{r['peak_rss_mib']:.0f} | {r['train_rss_increase_mib']:.0f} | {ratio('train_rss_increase_mib')} |"
+            f"{r['peak_rss_mib']:.0f} | {r['train_rss_increase_mib']:.0f} | {ratio('train_rss_increase_mib')} | "
+            f"{_live(r)} | {ratio('live_peak_mib') if 'live_peak_mib' in r else '-'} |"
         )
     return "\n".join(lines)
 
@@ -157,6 +183,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--preset",
         default="dense-ade20k-s",
         help="dense preset of the ViT-Split variants ('tiny': the tiny test preset)",
+    )
+    p.add_argument(
+        "--loss",
+        default="banded",
+        choices=["banded", "full"],
+        help="banded: resize + cross-entropy band by band (default); full: on the [B, K, H, W] logits",
+    )
+    p.add_argument(
+        "--malloc",
+        default="keep",
+        choices=sorted(MALLOC_TUNABLES),
+        help="keep: glibc keeps freed memory (as the CUDA caching allocator does; default); system: glibc defaults",
     )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument(
@@ -179,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print(json.dumps(r))
     print(
         f"\nmachine: {machine_line(args.device, args.threads)}; device {args.device}, {dtype}; batch "
-        f"{args.batch_size} x {args.size}x{args.size}; {args.iters} interleaved timed rounds after {args.warmup} warm-up"
+        f"{args.batch_size} x {args.size}x{args.size}; {args.loss} loss; malloc {args.malloc}; {args.iters} interleaved timed rounds after {args.warmup} warm-up"
     )
     print(table(results))
     if args.json:

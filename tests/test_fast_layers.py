@@ -5,36 +5,26 @@
 - ``PixelUpsample2x`` vs ``nn.ConvTranspose2d(k=2, s=2)`` with the same weights and state-dict keys.
 - ``resize_to_input`` vs ``F.interpolate`` to the padded size followed by the crop, without making the
   padded-size map.
+- ``batch_norm_conv1x1`` (BatchNorm folded into the 1x1 classifier) vs ``conv(norm(x))``: outputs,
+  gradients and running statistics, train and eval, float64 and under bfloat16 autocast.
+- ``UpBlock`` (GroupNorm + GELU recomputed in backward) vs the plain sequence of its three layers.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops import deform_conv2d
 
 from llava_vitsplit.adapter import conv as conv_module
 from llava_vitsplit.adapter.conv import DeformableConv3x3, sampled_deform_conv3x3, torchvision_compute_dtype
-from llava_vitsplit.dense.heads import PixelUpsample2x, SegmentationHead
+from llava_vitsplit.dense.heads import PixelUpsample2x, SegmentationHead, UpBlock, batch_norm_conv1x1
 from llava_vitsplit.dense.model import resize_to_input
-
-
-class _OpLog(TorchDispatchMode):
-    """Records ``(op name, output shape, output dtype)`` of every aten/torchvision op run inside it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[tuple[str, tuple[int, ...], torch.dtype]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        first = out[0] if isinstance(out, tuple | list) and out else out
-        if isinstance(first, torch.Tensor):
-            self.ops.append((str(func.overloadpacket.__name__), tuple(first.shape), first.dtype))
-        return out
+from llava_vitsplit.testing.op_log import OpLog
 
 
 def _grads(out: torch.Tensor, inputs, seed: int = 1):
@@ -83,7 +73,7 @@ def test_cpu_bfloat16_deformable_conv_keeps_its_matmul_in_bfloat16():
     x = torch.randn(2, 8, 6, 6)
     reference = dcn(x)
     dcn_bf16 = dcn.to(torch.bfloat16)
-    with _OpLog() as log:
+    with OpLog() as log:
         out = dcn_bf16(x.to(torch.bfloat16))
     assert out.dtype == torch.bfloat16
     matmuls = [dtype for name, _, dtype in log.ops if name in ("mm", "bmm", "matmul")]
@@ -144,9 +134,111 @@ def test_resize_to_input_equals_interpolate_then_crop_without_the_padded_map(gri
     ref = F.interpolate(pred, size=padded, mode="bilinear", align_corners=False)[
         ..., : input_hw[0], : input_hw[1]
     ]
-    with _OpLog() as log:
+    with OpLog() as log:
         ours = resize_to_input(pred, grid, patch, input_hw)
     torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(_grads(ours, (pred,))[0], _grads(ref, (pred,))[0], atol=1e-10, rtol=1e-10)
     if padded != input_hw:
         assert not any(shape[-2:] == padded for _, shape, _ in log.ops), log.ops
+
+
+def _random_batch_norm(channels: int, momentum: float | None) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels, momentum=momentum).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    return norm
+
+
+@pytest.mark.parametrize("mode, momentum", [("train", 0.1), ("train", None), ("eval", 0.1)])
+def test_folded_batch_norm_conv1x1_equals_norm_then_conv(mode, momentum):
+    torch.manual_seed(0)
+    norm, conv = _random_batch_norm(6, momentum), nn.Conv2d(6, 4, 1).double()
+    ref_norm, ref_conv = copy.deepcopy(norm), copy.deepcopy(conv)
+    for module in (norm, ref_norm):
+        module.train(mode == "train")
+    x = (torch.randn(3, 6, 5, 7, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    for _ in range(2):  # twice: the running statistics (and the cumulative average) advance alike
+        with OpLog() as log:
+            ours = batch_norm_conv1x1(x, norm, conv)
+        ref = ref_conv(ref_norm(x))
+    assert not any(name == "native_batch_norm" for name, _, _ in log.ops)  # the folded path ran
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+    params = (x, norm.weight, norm.bias, conv.weight, conv.bias)
+    ref_params = (x, ref_norm.weight, ref_norm.bias, ref_conv.weight, ref_conv.bias)
+    for mine, theirs in zip(_grads(ours, params), _grads(ref, ref_params), strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-12, rtol=1e-10)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name), atol=1e-12, rtol=1e-12)
+
+
+def test_folded_batch_norm_conv1x1_under_bfloat16_autocast_keeps_float32_statistics():
+    torch.manual_seed(0)
+    norm, conv = nn.BatchNorm2d(16), nn.Conv2d(16, 5, 1)
+    ref_norm, ref_conv = copy.deepcopy(norm), copy.deepcopy(conv)
+    x = (torch.randn(2, 16, 6, 7) * 3 + 1).to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with OpLog() as log:
+            ours = batch_norm_conv1x1(x, norm, conv)
+        ref = ref_conv(ref_norm(x))
+    assert not any(name == "native_batch_norm" for name, _, _ in log.ops)  # the folded path ran
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), atol=0.05, rtol=0.02)
+    for name in ("running_mean", "running_var"):  # float32 statistics, as BatchNorm keeps them
+        torch.testing.assert_close(getattr(norm, name), getattr(ref_norm, name), atol=1e-6, rtol=1e-5)
+    params = (x, norm.weight, norm.bias, conv.weight, conv.bias)
+    ref_params = (x, ref_norm.weight, ref_norm.bias, ref_conv.weight, ref_conv.bias)
+    for mine, theirs in zip(_grads(ours, params), _grads(ref, ref_params), strict=True):
+        assert mine.dtype == theirs.dtype
+        scale = theirs.float().abs().max()
+        torch.testing.assert_close(mine.float() / scale, theirs.float() / scale, atol=0.02, rtol=0.0)
+
+
+def test_folded_batch_norm_conv1x1_falls_back_for_other_norms_and_mismatched_dtypes():
+    torch.manual_seed(0)
+    norm, conv = nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1)
+    x = torch.randn(2, 4, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16), OpLog() as log:
+        out = batch_norm_conv1x1(x, norm, conv)  # float32 input under bf16 autocast
+    assert any(name == "native_batch_norm" for name, _, _ in log.ops)
+    assert out.dtype == torch.bfloat16
+    group = nn.GroupNorm(2, 4)
+    torch.testing.assert_close(batch_norm_conv1x1(x, group, conv), conv(group(x)))
+
+
+def test_up_block_recomputes_its_norm_and_keeps_values_gradients_and_keys():
+    torch.manual_seed(0)
+    block = UpBlock(8, 16).double()
+    reference = nn.Sequential(*(copy.deepcopy(m) for m in block))
+    assert block.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64, requires_grad=True)
+    saved: list[tuple[int, ...]] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        ours = block(x)
+    ref = reference(x)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+    mine = _grads(ours, (x, *block.parameters()))
+    theirs = _grads(ref, (x, *reference.parameters()))
+    for a, b in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    assert saved.count((2, 16, 6, 10)) == 1, saved  # only the upsampled map, not GroupNorm's output
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), ref)
+
+
+def test_up_block_under_bfloat16_autocast_matches_the_plain_layers():
+    torch.manual_seed(0)
+    block = UpBlock(8, 64)  # 32 groups of 2 channels (one channel per group would zero the bias gradient)
+    reference = nn.Sequential(*(copy.deepcopy(m) for m in block))
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = block(x), reference(x)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), ref.float(), atol=0.02, rtol=0.02)
+    for a, b in zip(
+        _grads(ours, (x, *block.parameters())), _grads(ref, (x, *reference.parameters())), strict=True
+    ):
+        scale = b.float().abs().max()
+        torch.testing.assert_close(a.float() / scale, b.float() / scale, atol=0.02, rtol=0.0)

@@ -10,10 +10,10 @@ Two equal implementations, chosen per call by device and dtype:
 
 - ``torchvision.ops.deform_conv2d`` on CUDA. Its kernel takes float16/32/64; other dtypes (bfloat16)
   are upcast to float32 for this call only and the result cast back.
-- ``sampled_deform_conv3x3`` everywhere else: ``grid_sample`` gathers the 9 shifted copies of the input
-  (``[B, C*9, h*w]``) and one matmul applies the kernel. torchvision's CPU kernel has no bfloat16 and
-  its backward is about 3x slower than this on CPU; the matmul runs in the input's dtype, bfloat16
-  included (only the bilinear sampling keeps float32 positions).
+- ``sampled_deform_conv3x3`` everywhere else: the 9 bilinearly sampled taps of every pixel are gathered
+  as rows of the channels-last map (``sampling.deform_taps``, ``[B, h*w, 9*C]``) and one matmul applies
+  the kernel. torchvision's CPU kernel has no bfloat16 and is several times slower than this on CPU;
+  the matmul runs in the input's dtype, bfloat16 included (only the sampling keeps float32 positions).
 
 ``plain``: ``nn.Conv2d(C_in, C_out, 3, padding=1)`` with bias, as in the released LLaVA code.
 """
@@ -24,8 +24,9 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
+
+from llava_vitsplit.adapter.sampling import deform_taps
 
 TORCHVISION_KERNEL_DTYPES = {
     "cuda": (torch.float16, torch.float32, torch.float64),
@@ -39,45 +40,19 @@ def torchvision_compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dty
     return dtype if dtype in TORCHVISION_KERNEL_DTYPES.get(device_type, ()) else torch.float32
 
 
-def _tap_positions(offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Absolute sampling rows/cols ``[B, 9, h, w]`` of a 3x3, padding-1 kernel shifted by ``offset [B, 18, h, w]``."""
-    b, _, h, w = offset.shape
-    taps = torch.arange(-1, 2, device=offset.device, dtype=offset.dtype)  # [3]
-    tap_y = taps.repeat_interleave(3).view(1, 9, 1, 1)  # row offset of tap k = 3*i + j
-    tap_x = taps.repeat(3).view(1, 9, 1, 1)
-    rows = torch.arange(h, device=offset.device, dtype=offset.dtype).view(1, 1, h, 1)
-    cols = torch.arange(w, device=offset.device, dtype=offset.dtype).view(1, 1, 1, w)
-    shift = offset.view(b, 9, 2, h, w)  # (dy, dx) per tap
-    return rows + tap_y + shift[:, :, 0], cols + tap_x + shift[:, :, 1]
-
-
 def sampled_deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """DCNv1 3x3 (stride 1, padding 1, no bias) via ``grid_sample`` + matmul: ``[B, C, h, w] -> [B, O, h, w]``.
+    """DCNv1 3x3 (stride 1, padding 1, no bias) as bilinear row gathers + one matmul: ``[B, C, h, w] -> [B, O, h, w]``.
 
-    Equal to ``torchvision.ops.deform_conv2d(x, offset, weight, padding=(1, 1))``, gradients included:
-    both sample bilinearly with zeros outside the map. The map is zero-padded to power-of-two sides so
-    that the normalised grid (``align_corners=False``: pixel ``p`` -> ``(2p + 1) / size - 1``) is exact
-    at integer positions; there, at zero offsets (the initialisation), both then take the same one-sided
-    derivative for the offsets. Sampling positions need more than bfloat16's 8 mantissa bits, so the
-    sampling runs in at least float32; the matmul runs in ``x``'s dtype.
+    Equal to ``torchvision.ops.deform_conv2d(x, offset, weight, padding=(1, 1))``, gradients included
+    (``sampling.deform_taps``: zeros outside the map, the same one-sided offset derivative at integer
+    positions, the initialisation). The matmul runs in ``x``'s dtype. The result is a channels-last view.
     """
     b, c, h, w = x.shape
     out_channels = weight.shape[0]
-    side_h, side_w = 1 << (h - 1).bit_length(), 1 << (w - 1).bit_length()
-    sample_dtype = torch.promote_types(x.dtype, torch.float32)
-    padded = F.pad(x.to(sample_dtype), (0, side_w - w, 0, side_h - h))  # [B, C, side_h, side_w]
-    pos_y, pos_x = _tap_positions(offset.to(sample_dtype))  # [B, 9, h, w]
-    grid = torch.stack(
-        [(2 * pos_x + 1) / side_w - 1, (2 * pos_y + 1) / side_h - 1], dim=-1
-    )  # [B, 9, h, w, 2]
-    taps = F.grid_sample(
-        padded, grid.view(b, 9 * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
-    )  # [B, C, 9h, w]
-    columns = taps.to(x.dtype).reshape(
-        b, c * 9, h * w
-    )  # [B, C*9, h*w], row c*9 + k as in weight.view(O, C*9)
-    out = torch.matmul(weight.reshape(out_channels, c * 9).to(x.dtype), columns)  # [B, O, h*w]
-    return out.view(b, out_channels, h, w)
+    columns = deform_taps(x, offset)  # [B, h*w, 9*C]
+    kernel = weight.permute(0, 2, 3, 1).reshape(out_channels, 9 * c).to(x.dtype)  # [O, 9*C], tap-major
+    out = torch.matmul(columns, kernel.t())  # [B, h*w, O]
+    return out.view(b, h, w, out_channels).permute(0, 3, 1, 2)  # [B, O, h, w]
 
 
 class DeformableConv3x3(nn.Module):

@@ -11,7 +11,8 @@ from torch import nn
 
 from llava_vitsplit.adapter import tokens_to_map
 from llava_vitsplit.backbones.base import FrozenBackbone
-from llava_vitsplit.dense.model import resize_to_input
+from llava_vitsplit.dense.heads import batch_norm_conv1x1
+from llava_vitsplit.dense.model import Prediction, UnresizedPrediction
 
 
 class LinearSegmenter(nn.Module):
@@ -28,12 +29,14 @@ class LinearSegmenter(nn.Module):
         self.norm = nn.BatchNorm2d(backbone.channels)
         self.classifier = nn.Conv2d(backbone.channels, num_classes, kernel_size=1)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, resize: bool = True) -> Prediction:
+        """``[B, K, H, W]`` logits, or with ``resize=False`` the ``[B, K, h, w]`` map as an ``UnresizedPrediction``."""
         height, width = pixel_values.shape[-2:]
         padded, grid_hw = self.backbone.pad(pixel_values)
         hidden = self.backbone._hidden_states(padded)[-1]  # [B, P + h*w, C], with gradients
         if self.backbone.norm is not None:
             hidden = self.backbone.norm(hidden)
         features = tokens_to_map(hidden[:, self.backbone.num_prefix_tokens :], grid_hw)  # [B, C, h, w]
-        logits = self.classifier(self.norm(features))  # [B, K, h, w]
-        return resize_to_input(logits, grid_hw, self.backbone.patch_size, (height, width))  # [B, K, H, W]
+        logits = batch_norm_conv1x1(features, self.norm, self.classifier)  # [B, K, h, w]
+        pred = UnresizedPrediction(logits, grid_hw, self.backbone.patch_size, (height, width))
+        return pred.resized() if resize else pred  # [B, K, H, W]

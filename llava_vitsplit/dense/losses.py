@@ -1,14 +1,159 @@
-"""Training losses: cross-entropy with an ignore index (segmentation) and SigLoss (depth)."""
+"""Training losses: cross-entropy with an ignore index (segmentation) and SigLoss (depth).
+
+``segmentation_loss`` on an ``UnresizedPrediction`` (a model's ``forward(..., resize=False)``) is the
+cross-entropy of its bilinear resize to the input, computed in bands of output rows: each band is resized
+(channels-last: rows by a small matmul, columns by bag gathers), scored (class-last) and
+differentiated at once (its gradient with respect to the head's low-resolution map is kept),
+so neither the full-resolution logits nor their log-softmax and gradients are ever held whole. Values
+and gradients equal ``segmentation_loss(pred.resized(), labels)`` to float tolerance.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
+from llava_vitsplit.dense.model import Prediction, UnresizedPrediction
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Pixel cross-entropy: ``logits [B, K, H, W]`` against ``labels [B, H, W]`` (``ignore_index`` skipped)."""
+BAND_ELEMENTS = 1 << 22  # full-resolution logits per band (16 MiB in float32)
+
+
+def segmentation_loss(logits: Prediction, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Pixel cross-entropy: ``logits [B, K, H, W]`` against ``labels [B, H, W]`` (``ignore_index`` skipped).
+
+    ``logits`` may also be an ``UnresizedPrediction``: then the loss of its resize, in bands (see above).
+    """
+    if isinstance(logits, UnresizedPrediction):
+        return BandedResizeCrossEntropy.apply(logits.pred, labels.long(), logits, ignore_index)
     return F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
+
+
+def _row_sources(
+    out_rows: int, in_rows: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear source rows ``(i0, i1, weight of i1)`` of each output row (``align_corners=False``).
+
+    The rule of ``upsample_bilinear2d`` with ``scale`` = output / input size: source
+    ``(y + 0.5) / scale - 0.5`` clamped at 0, its two neighbours (the last row repeats at the edge).
+    """
+    src = ((torch.arange(out_rows, dtype=torch.float64) + 0.5) / scale - 0.5).clamp_min(0.0)  # [H]
+    i0 = src.floor().long().clamp_max(in_rows - 1)
+    return i0, (i0 + 1).clamp_max(in_rows - 1), src - i0
+
+
+class _Resize:
+    """The bilinear resize of a ``[h, w, K]`` channels-last map to ``[H, W, K]``, row band by row band.
+
+    Rows are a small dense matmul (each output row mixes two input rows); columns are bag gathers
+    (``F.embedding_bag``, each output pixel mixes two pixels of its row). The transposed resize (for the
+    gradient) is the same two steps backwards: columns as bags grouped by source column, rows as a matmul.
+    """
+
+    def __init__(self, row_src, col_src, in_cols: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.row_src = row_src  # (i0, i1, weight of i1) per output row
+        self.in_cols, self.out_cols = in_cols, len(col_src[0])
+        c0, c1, wc = (t.to(device) for t in col_src)
+        self.col_index = torch.stack([c0, c1], dim=-1)  # [W, 2]
+        self.col_weight = torch.stack([1 - wc, wc], dim=-1).to(dtype)  # [W, 2]
+        # transposed: the output columns reading each source column, grouped by source column
+        sources = self.col_index.t().reshape(-1)  # [2W]
+        order = torch.argsort(sources, stable=True)
+        self.t_columns = torch.arange(self.out_cols, device=device).repeat(2)[order]  # [2W]
+        self.t_weight = self.col_weight.t().reshape(-1)[order]  # [2W]
+        self.t_offsets = torch.cumsum(torch.bincount(sources, minlength=in_cols), 0) - torch.bincount(
+            sources, minlength=in_cols
+        )  # [w]: start of each source column's group
+
+    def rows(self, band: slice, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, int, int]:
+        """``(mix [R, r], first, last)``: output rows ``band`` from input rows ``first:last``."""
+        i0, i1, weight = (t[band] for t in self.row_src)
+        first, last = int(i0.min()), int(i1.max()) + 1
+        mix = torch.zeros(len(i0), last - first, dtype=torch.float64)
+        span = torch.arange(len(i0))
+        mix.index_put_((span, i0 - first), 1 - weight, accumulate=True)
+        mix.index_put_((span, i1 - first), weight, accumulate=True)
+        return mix.to(device=device, dtype=dtype), first, last
+
+    def forward(self, window: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """``window [r, w, K]`` -> logits ``[R*W, K]``."""
+        r, w, k = window.shape
+        rows = (mix @ window.view(r, w * k)).view(-1, k)  # [R*w, K]
+        base = (torch.arange(mix.shape[0], device=window.device) * w).view(-1, 1, 1)
+        index = (base + self.col_index).view(-1, 2)  # [R*W, 2] into rows
+        weight = self.col_weight.expand(mix.shape[0], -1, -1).reshape(-1, 2)
+        return F.embedding_bag(index, rows, per_sample_weights=weight, mode="sum")
+
+    def backward(self, grad_logits: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """Transposed resize: ``grad_logits [R*W, K]`` -> ``[r, w, K]``."""
+        out_rows, k = mix.shape[0], grad_logits.shape[1]
+        span = torch.arange(out_rows, device=grad_logits.device)
+        index = (span.view(-1, 1) * self.out_cols + self.t_columns).view(-1)  # [R*2W]
+        offsets = (span.view(-1, 1) * len(self.t_columns) + self.t_offsets).view(-1)  # [R*w]
+        weight = self.t_weight.repeat(out_rows)
+        cols = F.embedding_bag(index, grad_logits, offsets, per_sample_weights=weight, mode="sum")  # [R*w, K]
+        return (mix.t() @ cols.view(out_rows, -1)).view(-1, self.in_cols, k)  # [r, w, K]
+
+
+def _cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, need_grad: bool):
+    """Summed cross-entropy of ``logits [P, K]`` and, if asked, its gradient ``softmax - one_hot`` (0 if ignored)."""
+    valid = target != ignore_index  # [P]
+    safe = target.where(valid, 0).unsqueeze(1)  # [P, 1]
+    logp = torch.log_softmax(logits, dim=1)  # [P, K]
+    loss = -(logp.gather(1, safe).squeeze(1) * valid).sum()
+    if not need_grad:
+        return loss, None
+    grad = logp.exp_()  # softmax, in place
+    grad.scatter_add_(1, safe, -valid.unsqueeze(1).to(grad.dtype))
+    if not bool(valid.all()):
+        grad.mul_(valid.unsqueeze(1))
+    return loss, grad
+
+
+class BandedResizeCrossEntropy(torch.autograd.Function):
+    """``F.cross_entropy(resize_to_input(pred), labels)`` band by band; the gradient is made in forward.
+
+    Per image and band of output rows: the channels-last window of head rows the band reads is resized
+    (``_Resize``), scored with class-last cross-entropy ``[R*W, K]`` whose gradient is written directly
+    (``softmax - one_hot``), and that gradient is resized back into a channels-last buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, pred, labels, geometry: UnresizedPrediction, ignore_index: int):  # noqa: ANN001
+        (grid_h, grid_w), (height, width) = geometry.grid_hw, geometry.input_hw
+        b, k, in_rows, in_cols = pred.shape
+        need_grad = ctx.needs_input_grad[0]
+        work = pred.detach().permute(0, 2, 3, 1).to(torch.promote_types(pred.dtype, torch.float32))
+        work = work.contiguous()  # [B, s*h, s*w, K], channels last
+        # padded input size / head size, as resize_to_input passes them to upsample_bilinear2d
+        resize = _Resize(
+            _row_sources(height, in_rows, grid_h * geometry.patch_size / in_rows),
+            _row_sources(width, in_cols, grid_w * geometry.patch_size / in_cols),
+            in_cols,
+            work.dtype,
+            work.device,
+        )
+        grad = torch.zeros_like(work) if need_grad else None
+        total = work.new_zeros(())
+        band_rows = max(1, BAND_ELEMENTS // (b * k * width))
+        with torch.autocast(pred.device.type, enabled=False):  # the loss runs in float32 (or float64)
+            for top in range(0, height, band_rows):
+                band = slice(top, min(top + band_rows, height))
+                mix, first, last = resize.rows(band, work.dtype, work.device)  # [R, r]
+                for i in range(b):
+                    logits = resize.forward(work[i, first:last], mix)  # [R*W, K]
+                    target = labels[i, band].reshape(-1)
+                    loss, grad_logits = _cross_entropy_sum(logits, target, ignore_index, need_grad)
+                    if grad is not None:
+                        grad[i, first:last] += resize.backward(grad_logits, mix)
+                    total += loss
+        count = (labels != ignore_index).sum()
+        ctx.grad = None if grad is None else grad.div_(count).to(pred.dtype).permute(0, 3, 1, 2)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001
+        grad, ctx.grad = ctx.grad, None
+        return grad * grad_output.to(grad.dtype), None, None, None
 
 
 def sig_loss(

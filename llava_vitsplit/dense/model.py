@@ -3,12 +3,15 @@
 A ``TaskBranch`` is a ``ViTSplitAdapter`` (the shared implementation in ``llava_vitsplit.adapter``)
 plus a task head. ``DenseModel`` runs the frozen backbone once and every branch on its hidden states,
 so segmentation and depth (or several segmentation label sets) are predicted from a single frozen pass.
-Predictions are resized to the padded input and cropped back to the input size.
+Predictions are resized to the padded input and cropped back to the input size; ``forward(...,
+resize=False)`` returns them unresized (``UnresizedPrediction``), so a loss can resize them piece by piece
+(``losses.segmentation_loss``) instead of holding the full-resolution map.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,6 +35,23 @@ def resize_to_input(
     return torch.ops.aten.upsample_bilinear2d(pred, [height, width], False, scale_h, scale_w)  # [B, K, H, W]
 
 
+@dataclass(frozen=True)
+class UnresizedPrediction:
+    """A head's output ``pred [B, K, s*h, s*w]`` before ``resize_to_input`` (and what that resize needs)."""
+
+    pred: torch.Tensor
+    grid_hw: tuple[int, int]
+    patch_size: int
+    input_hw: tuple[int, int]
+
+    def resized(self) -> torch.Tensor:
+        """``[B, K, H, W]``: the prediction at the input size."""
+        return resize_to_input(self.pred, self.grid_hw, self.patch_size, self.input_hw)
+
+
+Prediction = torch.Tensor | UnresizedPrediction
+
+
 class TaskBranch(nn.Module):
     """``adapter`` + ``head``: ``BackboneOutput -> [B, K, H, W]`` (K classes, 1 for depth; ``dense.tasks``)."""
 
@@ -41,10 +61,13 @@ class TaskBranch(nn.Module):
         self.adapter = adapter
         self.head = head
 
-    def forward(self, features: BackboneOutput, norm: nn.Module | None, patch_size: int) -> torch.Tensor:
+    def forward(
+        self, features: BackboneOutput, norm: nn.Module | None, patch_size: int, resize: bool = True
+    ) -> Prediction:
+        """``[B, K, H, W]``, or with ``resize=False`` the head's ``[B, K, 4h, 4w]`` as an ``UnresizedPrediction``."""
         fused = self.adapter(features.hidden_states, features.grid_hw, norm=norm)  # [B, C, h, w]
-        pred = self.head(fused)  # [B, K, 4h, 4w]
-        return resize_to_input(pred, features.grid_hw, patch_size, features.input_hw)  # [B, K, H, W]
+        pred = UnresizedPrediction(self.head(fused), features.grid_hw, patch_size, features.input_hw)
+        return pred.resized() if resize else pred
 
 
 class DenseModel(nn.Module):
@@ -62,10 +85,11 @@ class DenseModel(nn.Module):
         self.backbone.train(False)
         return self
 
-    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor, resize: bool = True) -> dict[str, Prediction]:
+        """``{name: [B, K, H, W]}``; ``resize=False``: ``{name: UnresizedPrediction}`` (see ``TaskBranch``)."""
         features = self.backbone(pixel_values)  # h[0..L], one frozen pass
         return {
-            name: branch(features, self.backbone.norm, self.backbone.patch_size)
+            name: branch(features, self.backbone.norm, self.backbone.patch_size, resize)
             for name, branch in self.branches.items()
         }
 

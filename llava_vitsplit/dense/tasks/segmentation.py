@@ -86,5 +86,6 @@ SEGMENTATION = DenseTaskSpec(
         loss=lambda pred, labels, preset: segmentation_loss(pred, labels, preset.ignore_index),
         metric=ArgmaxIoU,
         write=write_mask,
+        loss_resizes=True,  # segmentation_loss resizes an UnresizedPrediction band by band
     ),
 )

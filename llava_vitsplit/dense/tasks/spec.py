@@ -73,6 +73,9 @@ class BranchHead:
     metric: Callable[[DensePreset], Metric]
     # what dense-predict writes: (pred [K, H, W], preset, folder, image stem)
     write: Callable[[torch.Tensor, DensePreset, Path, str], None]
+    # True: training hands ``loss`` the head's map before the resize (an ``UnresizedPrediction``), so the
+    # loss can resize it band by band instead of holding the full-resolution map
+    loss_resizes: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,8 @@ class DenseTaskSpec:
         if self.own_model is not None:
             return self.own_model.loss(model, batch)
         assert self.branch is not None
-        pred = model(batch["pixel_values"])[preset.name]  # [B, K, H, W]
+        resize = not self.branch.loss_resizes
+        pred = model(batch["pixel_values"], resize=resize)[preset.name]  # [B, K, H, W] or unresized
         return self.branch.loss(pred, batch[self.branch.target], preset)
 
     def evaluate(
