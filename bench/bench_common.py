@@ -208,6 +208,7 @@ def run_interleaved(
 
     ctx = mp.get_context("spawn")
     tunables = MALLOC_TUNABLES[settings.get("malloc", "system")]
+    caller_tunables = os.environ.get("GLIBC_TUNABLES")
     if tunables:  # read by glibc when each spawned child starts
         os.environ["GLIBC_TUNABLES"] = tunables
     conns, procs = {}, []
@@ -235,8 +236,10 @@ def run_interleaved(
         results[v]["median_s"] = statistics.median(results[v]["step_times"])
     for proc in procs:
         proc.join()
-    if tunables:
+    if tunables:  # the caller's setting back
         os.environ.pop("GLIBC_TUNABLES", None)
+        if caller_tunables is not None:
+            os.environ["GLIBC_TUNABLES"] = caller_tunables
     return results
 
 

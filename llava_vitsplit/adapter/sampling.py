@@ -6,8 +6,9 @@ offset group): for each output pixel and tap the bilinear mix of the four neighb
 row of the ``[B*h*w, C]`` map, so the mix is ``F.embedding_bag`` (bags of 4 rows, ``per_sample_weights`` =
 the bilinear weights, ``mode="sum"``): one fused gather per tap, whole rows scattered back in backward,
 and the weights' gradient (hence the offsets') from the same kernel. Only the map, the corner indices
-and the corner weights are kept for backward. Positions and weights are at least float32 (bfloat16's 8 mantissa bits are too few for
-sampling positions); the mix is computed in float32 and returned in ``x``'s dtype.
+and the corner weights are kept for backward. Positions and weights are at least float32 (bfloat16's
+8 mantissa bits are too few for sampling positions); the mix is computed in float32 and returned in
+``x``'s dtype.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _corners(pos_y: torch.Tensor, pos_x: torch.Tensor, h: int, w: int) -> tuple[
     base = (torch.arange(b, device=pos_y.device) * (h * w)).view(b, 1, 1, 1, 1)
     index = torch.stack(indices, dim=-1) + base  # [B, 9, h, w, 4]
     weight = torch.stack(weights, dim=-1)
-    return (t.permute(0, 2, 3, 1, 4).reshape(b, h * w, 9, 4) for t in (index, weight))
+    return tuple(t.permute(0, 2, 3, 1, 4).reshape(b, h * w, 9, 4) for t in (index, weight))
 
 
 def deform_taps(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

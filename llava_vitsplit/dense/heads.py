@@ -200,11 +200,6 @@ class UpBlock(nn.Sequential):
         return act(norm(x))
 
 
-def up_block(in_channels: int, out_channels: int) -> UpBlock:
-    """``ConvTranspose2d(k=2, s=2) + GroupNorm + GELU`` (``UpBlock``)."""
-    return UpBlock(in_channels, out_channels)
-
-
 class SegmentationHead(nn.Module):
     """``[B, C, h, w] -> [B, num_classes, 4h, 4w]`` logits."""
 
@@ -212,7 +207,7 @@ class SegmentationHead(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.upsample = nn.Sequential(up_block(channels, channels), up_block(channels, channels))
+        self.upsample = nn.Sequential(UpBlock(channels, channels), UpBlock(channels, channels))
         self.norm = nn.BatchNorm2d(channels)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
 
@@ -226,7 +221,7 @@ class DepthHead(nn.Module):
     def __init__(self, channels: int, min_depth: float = 1e-3, mid_channels: int = 64) -> None:
         super().__init__()
         half = channels // 2
-        self.upsample = nn.Sequential(up_block(channels, half), up_block(half, mid_channels))
+        self.upsample = nn.Sequential(UpBlock(channels, half), UpBlock(half, mid_channels))
         self.norm = nn.BatchNorm2d(mid_channels)
         self.predict = nn.Conv2d(mid_channels, 1, kernel_size=3, padding=1)
         self.min_depth = min_depth

@@ -10,12 +10,14 @@ and gradients equal ``segmentation_loss(pred.resized(), labels)`` to float toler
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.nn import functional as F
 
 from llava_vitsplit.dense.model import Prediction, UnresizedPrediction
 
-BAND_ELEMENTS = 1 << 22  # full-resolution logits per band (16 MiB in float32)
+BAND_ELEMENTS = 1 << 22  # full-resolution logits per band of rows over the batch (each image scored alone)
 
 
 def segmentation_loss(logits: Prediction, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -41,6 +43,20 @@ def _row_sources(
     return i0, (i0 + 1).clamp_max(in_rows - 1), src - i0
 
 
+@dataclass(frozen=True)
+class _Band:
+    """One band of output rows, read from input rows ``first:last`` of every image."""
+
+    mix: torch.Tensor  # [R, r]: output rows from the window's input rows
+    first: int
+    last: int
+    col_index: torch.Tensor  # [R*W, 2]: the two source pixels of each output pixel, into [R*w, K]
+    col_weight: torch.Tensor  # [R*W, 2]
+    t_index: torch.Tensor  # [R*2W]: output pixels grouped by the source pixel they read
+    t_offsets: torch.Tensor  # [R*w]: start of each source pixel's group
+    t_weight: torch.Tensor  # [R*2W]
+
+
 class _Resize:
     """The bilinear resize of a ``[h, w, K]`` channels-last map to ``[H, W, K]``, row band by row band.
 
@@ -52,6 +68,7 @@ class _Resize:
     def __init__(self, row_src, col_src, in_cols: int, dtype: torch.dtype, device: torch.device) -> None:
         self.row_src = row_src  # (i0, i1, weight of i1) per output row
         self.in_cols, self.out_cols = in_cols, len(col_src[0])
+        self.dtype, self.device = dtype, device
         c0, c1, wc = (t.to(device) for t in col_src)
         self.col_index = torch.stack([c0, c1], dim=-1)  # [W, 2]
         self.col_weight = torch.stack([1 - wc, wc], dim=-1).to(dtype)  # [W, 2]
@@ -60,38 +77,42 @@ class _Resize:
         order = torch.argsort(sources, stable=True)
         self.t_columns = torch.arange(self.out_cols, device=device).repeat(2)[order]  # [2W]
         self.t_weight = self.col_weight.t().reshape(-1)[order]  # [2W]
-        self.t_offsets = torch.cumsum(torch.bincount(sources, minlength=in_cols), 0) - torch.bincount(
-            sources, minlength=in_cols
-        )  # [w]: start of each source column's group
+        counts = torch.bincount(sources, minlength=in_cols)  # [w]
+        self.t_offsets = torch.cumsum(counts, 0) - counts  # [w]: start of each source column's group
 
-    def rows(self, band: slice, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, int, int]:
-        """``(mix [R, r], first, last)``: output rows ``band`` from input rows ``first:last``."""
-        i0, i1, weight = (t[band] for t in self.row_src)
+    def band(self, rows: slice) -> _Band:
+        """The mixing matrix and gather indices of output rows ``rows`` (the same for every image)."""
+        i0, i1, weight = (t[rows] for t in self.row_src)
         first, last = int(i0.min()), int(i1.max()) + 1
         mix = torch.zeros(len(i0), last - first, dtype=torch.float64)
         span = torch.arange(len(i0))
         mix.index_put_((span, i0 - first), 1 - weight, accumulate=True)
         mix.index_put_((span, i1 - first), weight, accumulate=True)
-        return mix.to(device=device, dtype=dtype), first, last
+        span = torch.arange(len(i0), device=self.device).view(-1, 1)
+        return _Band(
+            mix=mix.to(device=self.device, dtype=self.dtype),
+            first=first,
+            last=last,
+            col_index=(span.view(-1, 1, 1) * self.in_cols + self.col_index).view(-1, 2),
+            col_weight=self.col_weight.expand(len(i0), -1, -1).reshape(-1, 2),
+            t_index=(span * self.out_cols + self.t_columns).view(-1),
+            t_offsets=(span * len(self.t_columns) + self.t_offsets).view(-1),
+            t_weight=self.t_weight.repeat(len(i0)),
+        )
 
-    def forward(self, window: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    def forward(self, window: torch.Tensor, band: _Band) -> torch.Tensor:
         """``window [r, w, K]`` -> logits ``[R*W, K]``."""
         r, w, k = window.shape
-        rows = (mix @ window.view(r, w * k)).view(-1, k)  # [R*w, K]
-        base = (torch.arange(mix.shape[0], device=window.device) * w).view(-1, 1, 1)
-        index = (base + self.col_index).view(-1, 2)  # [R*W, 2] into rows
-        weight = self.col_weight.expand(mix.shape[0], -1, -1).reshape(-1, 2)
-        return F.embedding_bag(index, rows, per_sample_weights=weight, mode="sum")
+        rows = (band.mix @ window.view(r, w * k)).view(-1, k)  # [R*w, K]
+        return F.embedding_bag(band.col_index, rows, per_sample_weights=band.col_weight, mode="sum")
 
-    def backward(self, grad_logits: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    def backward(self, grad_logits: torch.Tensor, band: _Band) -> torch.Tensor:
         """Transposed resize: ``grad_logits [R*W, K]`` -> ``[r, w, K]``."""
-        out_rows, k = mix.shape[0], grad_logits.shape[1]
-        span = torch.arange(out_rows, device=grad_logits.device)
-        index = (span.view(-1, 1) * self.out_cols + self.t_columns).view(-1)  # [R*2W]
-        offsets = (span.view(-1, 1) * len(self.t_columns) + self.t_offsets).view(-1)  # [R*w]
-        weight = self.t_weight.repeat(out_rows)
-        cols = F.embedding_bag(index, grad_logits, offsets, per_sample_weights=weight, mode="sum")  # [R*w, K]
-        return (mix.t() @ cols.view(out_rows, -1)).view(-1, self.in_cols, k)  # [r, w, K]
+        k = grad_logits.shape[1]
+        cols = F.embedding_bag(
+            band.t_index, grad_logits, band.t_offsets, per_sample_weights=band.t_weight, mode="sum"
+        )  # [R*w, K]
+        return (band.mix.t() @ cols.view(band.mix.shape[0], -1)).view(-1, self.in_cols, k)  # [r, w, K]
 
 
 def _cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, need_grad: bool):
@@ -137,14 +158,14 @@ class BandedResizeCrossEntropy(torch.autograd.Function):
         band_rows = max(1, BAND_ELEMENTS // (b * k * width))
         with torch.autocast(pred.device.type, enabled=False):  # the loss runs in float32 (or float64)
             for top in range(0, height, band_rows):
-                band = slice(top, min(top + band_rows, height))
-                mix, first, last = resize.rows(band, work.dtype, work.device)  # [R, r]
+                rows = slice(top, min(top + band_rows, height))
+                band = resize.band(rows)
                 for i in range(b):
-                    logits = resize.forward(work[i, first:last], mix)  # [R*W, K]
-                    target = labels[i, band].reshape(-1)
+                    logits = resize.forward(work[i, band.first : band.last], band)  # [R*W, K]
+                    target = labels[i, rows].reshape(-1)
                     loss, grad_logits = _cross_entropy_sum(logits, target, ignore_index, need_grad)
                     if grad is not None:
-                        grad[i, first:last] += resize.backward(grad_logits, mix)
+                        grad[i, band.first : band.last] += resize.backward(grad_logits, band)
                     total += loss
         count = (labels != ignore_index).sum()
         ctx.grad = None if grad is None else grad.div_(count).to(pred.dtype).permute(0, 3, 1, 2)
