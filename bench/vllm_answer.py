@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-folder", required=True)
     parser.add_argument("--limit", type=int, default=300)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--ttft-requests", type=int, default=5)
+    parser.add_argument("--ttft-requests", type=int, default=5, help="0: do not start the server")
     parser.add_argument("--out", default="bench_out/vllm")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     report["speedup_questions_per_s"] = round(
         report["vllm"]["questions_per_s"] / report["transformers"]["questions_per_s"], 2
     )
-    report["server"] = measure_ttft(args, questions, out / "server.log")
+    if args.ttft_requests > 0:  # 0: no server (bench/vllm_serving.py times the server under load)
+        report["server"] = measure_ttft(args, questions, out / "server.log")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0

@@ -105,5 +105,6 @@ class VLLMChatEngine:
     def close(self) -> None:
         """Stop vLLM's engine processes and the loop thread."""
         self.engine.shutdown()
+        self.engine = None  # AsyncLLM.__del__ runs now, not at interpreter exit (where it fails)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
