@@ -3,7 +3,8 @@
 A *call* is a function that sends one request and returns an iterator yielding ``None`` whenever a
 streamed piece of the reply arrives, then the reply's token count (an int). :func:`run_clients` runs
 ``N`` client threads, each sending its requests one after another, and summarises: requests/s, output
-tokens/s, time to first token (TTFT) and inter-token latency (ITL, per request: time from the first to
+tokens/s (per wall-clock and per CPU second of the engine's processes), time to first token (TTFT) and
+inter-token latency (ITL, per request: time from the first to
 the last streamed piece over ``tokens - 1``), p50 and p95, and the load average before and after.
 """
 
@@ -24,6 +25,24 @@ from pathlib import Path
 
 Call = Callable[[], Iterator[int | None]]
 START_TIMEOUT_S = 900
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and every live process it started.
+
+    On a machine shared with other jobs, output tokens per CPU second compares engines by the work they
+    do; wall-clock rates also depend on how much of the machine each engine's processes got.
+    """
+    import psutil
+
+    total = 0.0
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def percentiles(values: list[float], scale: float = 1.0, digits: int = 3) -> dict[str, float]:
@@ -65,13 +84,13 @@ def run_clients(calls: list[Call], per_client: int, new_tokens: int) -> dict:
         except BaseException as exc:  # reported after the join
             failures.append(exc)
 
-    load_before, begin = round(os.getloadavg()[0], 2), time.perf_counter()
+    load_before, begin, cpu_before = round(os.getloadavg()[0], 2), time.perf_counter(), tree_cpu_seconds()
     threads = [threading.Thread(target=client, args=(call,)) for call in calls]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - begin
+    seconds, cpu_seconds = time.perf_counter() - begin, tree_cpu_seconds() - cpu_before
     if failures:
         raise failures[0]
     tokens = sum(r["tokens"] for r in results)
@@ -82,6 +101,8 @@ def run_clients(calls: list[Call], per_client: int, new_tokens: int) -> dict:
         "load": [load_before, round(os.getloadavg()[0], 2)],
         "requests_per_s": round(len(results) / seconds, 3),
         "output_tokens_per_s": round(tokens / seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "output_tokens_per_cpu_s": round(tokens / cpu_seconds, 1),
         "tokens_per_request": sorted({r["tokens"] for r in results}),
         "ttft_s": percentiles([r["ttft"] for r in results]),
         "itl_ms": percentiles([r["itl"] for r in results], scale=1000, digits=1),

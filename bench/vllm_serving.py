@@ -15,8 +15,9 @@ Two workloads on one checkpoint and the same images, "Describe the image in deta
   requests streamed over HTTP. Requests/s, output tokens/s, time to first token (TTFT) and inter-token
   latency (ITL: per request, (last token time - first token time) / (tokens - 1)), p50 and p95.
 
-Engine start-up is timed apart. Every figure carries the load average before and after it (the machine
-may be shared). Run with the vLLM venv's python::
+Engine start-up is timed apart. Every figure carries the load average before and after it and the CPU
+seconds the engine's processes used (on a shared machine, tokens per CPU second compare the engines'
+work; wall-clock rates also depend on the share of the machine each engine's processes got). Run with the vLLM venv's python::
 
     .venv-vllm/bin/python bench/vllm_serving.py --workload long --model checkpoints/quickstart/checkpoint \\
         --question-file playground/data/easy_vqa/test_questions.jsonl \\
@@ -33,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving_clients import http_stream, run_clients, running_server
+from serving_clients import http_stream, run_clients, running_server, tree_cpu_seconds
 
 PROMPT = "Describe the image in detail."
 
@@ -73,9 +74,15 @@ def settings(new_tokens: int):
 
 
 def timed(fn):
-    load_before, begin = load_avg(), time.perf_counter()
+    """``fn()`` and its wall-clock seconds, CPU seconds (this process tree) and load average before/after."""
+    load_before, begin, cpu_before = load_avg(), time.perf_counter(), tree_cpu_seconds()
     result = fn()
-    return result, {"seconds": round(time.perf_counter() - begin, 2), "load": [load_before, load_avg()]}
+    seconds, cpu_seconds = time.perf_counter() - begin, tree_cpu_seconds() - cpu_before
+    return result, {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "load": [load_before, load_avg()],
+    }
 
 
 def long_transformers(args: argparse.Namespace, images: list) -> tuple[dict, list[list[int]]]:
@@ -136,8 +143,12 @@ def long_workload(args: argparse.Namespace, images: list) -> dict:
             raise SystemExit(f"{row['engine']}: a reply does not have {args.new_tokens} tokens")
         row["output_tokens"] = len(replies) * args.new_tokens
         row["output_tokens_per_s"] = round(row["output_tokens"] / row["answering"]["seconds"], 1)
+        row["output_tokens_per_cpu_s"] = round(row["output_tokens"] / row["answering"]["cpu_seconds"], 1)
         row["identical_replies"] = sum(a == b for a, b in zip(reference, replies, strict=True))
         row["speedup"] = round(row["output_tokens_per_s"] / runs[0][0]["output_tokens_per_s"], 2)
+        row["speedup_per_cpu_s"] = round(
+            row["output_tokens_per_cpu_s"] / runs[0][0]["output_tokens_per_cpu_s"], 2
+        )
     return {"replies": len(images), "rows": [row for row, _ in runs]}
 
 
@@ -180,12 +191,36 @@ def server_workload(args: argparse.Namespace, images: list) -> dict:
     return {"rows": rows}
 
 
+def table(report: dict) -> str:
+    """The report as a markdown table (one row per engine, or per engine and client count)."""
+
+    def load(figure: dict) -> str:
+        return "-".join(f"{value:.1f}" for value in figure["load"])
+
+    if report["workload"] == "long":
+        lines = ["| engine | start-up s | answering s | tokens/s | tokens per CPU s | vs transformers (wall / CPU) "
+                 "| identical replies | load avg |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in report["rows"]:
+            lines.append(f"| {r['engine']} | {r['startup']['seconds']:.1f} | {r['answering']['seconds']:.1f} | "
+                         f"{r['output_tokens_per_s']} | {r['output_tokens_per_cpu_s']} | {r['speedup']}x / "
+                         f"{r['speedup_per_cpu_s']}x | {r['identical_replies']}/{report['replies']} | "
+                         f"{load(r['answering'])} |")  # fmt: skip
+        return "\n".join(lines)
+    lines = ["| engine | clients | requests | requests/s | tokens/s | tokens per CPU s | TTFT p50 / p95 s "
+             "| ITL p50 / p95 ms | load avg |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["rows"]:
+        lines.append(f"| {r['engine']} | {r['clients']} | {r['requests']} | {r['requests_per_s']} | "
+                     f"{r['output_tokens_per_s']} | {r['output_tokens_per_cpu_s']} | {r['ttft_s']['p50']} / "
+                     f"{r['ttft_s']['p95']} | {r['itl_ms']['p50']} / {r['itl_ms']['p95']} | {load(r)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=("long", "server"))
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--question-file", required=True)
-    parser.add_argument("--image-folder", required=True)
+    parser.add_argument("--workload", choices=("long", "server"))
+    parser.add_argument("--model")
+    parser.add_argument("--question-file")
+    parser.add_argument("--image-folder")
     parser.add_argument("--images", type=int, default=16, help="distinct images (replies of `long`)")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16, help="transformers replies per generate (long)")
@@ -195,7 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile (tests)")
     parser.add_argument("--out", default="bench_out/serving")
+    parser.add_argument("--table", metavar="REPORT_JSON", help="only print this report as a markdown table")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
+    if not (args.workload and args.model and args.question_file and args.image_folder):
+        parser.error("--workload, --model, --question-file and --image-folder are required (or --table)")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     images = first_images(args.question_file, args.image_folder, args.images)
     report = {"workload": args.workload, "model": args.model, "new_tokens": args.new_tokens,
@@ -207,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     write_json(Path(args.out) / f"{args.workload}.json", report)
     print(json.dumps(report, indent=2))
+    print(table(report))
     return 0
 
 

@@ -26,8 +26,7 @@ from llava_vitsplit.serve.generation import (
     GenerationSettings,
     conversation_prompt,
 )
-from llava_vitsplit.serve.loading import check_checkpoint
-from llava_vitsplit.serve.vllm_engine import prompt_inputs, sampling_params, vllm_dtype
+from llava_vitsplit.serve.vllm_engine import engine_arguments, prompt_inputs, sampling_params
 
 _DONE = object()  # end of a reply's token stream
 
@@ -49,9 +48,7 @@ class VLLMChatEngine:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        check_checkpoint(model)
-        engine_options.setdefault("seed", 0)
-        args = AsyncEngineArgs(model=model, dtype=vllm_dtype(dtype), **engine_options)
+        args = AsyncEngineArgs(**engine_arguments(model, dtype, engine_options))
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="llava-vitsplit-vllm", daemon=True)
         thread.start()

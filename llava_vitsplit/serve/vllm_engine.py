@@ -25,6 +25,12 @@ def vllm_dtype(dtype: str | None) -> str:
     return str(resolve_dtype(dtype, resolve_device("auto"))).removeprefix("torch.")
 
 
+def engine_arguments(model: str, dtype: str | None, engine_options: dict) -> dict:
+    """vLLM engine arguments for a checked checkpoint: this machine's dtype, seed 0 unless given."""
+    check_checkpoint(model)
+    return {"model": model, "dtype": vllm_dtype(dtype), "seed": 0, **engine_options}
+
+
 def sampling_params(settings: GenerationSettings):
     """vLLM ``SamplingParams`` for ``settings``: greedy unless sampling, stop strings cut afterwards."""
     from vllm import SamplingParams
@@ -69,9 +75,7 @@ class VLLMEngine:
         from transformers import AutoProcessor
         from vllm import LLM
 
-        check_checkpoint(model)
-        engine_options.setdefault("seed", 0)
-        llm = LLM(model=model, dtype=vllm_dtype(dtype), **engine_options)
+        llm = LLM(**engine_arguments(model, dtype, engine_options))
         return cls(llm=llm, processor=AutoProcessor.from_pretrained(model))
 
     def generate(
