@@ -14,6 +14,7 @@ import base64
 import contextlib
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,9 +51,7 @@ def percentiles(values: list[float], scale: float = 1.0, digits: int = 3) -> dic
     ordered = sorted(values)
 
     def rank(q: float) -> float:
-        return round(
-            ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))] * scale, digits
-        )
+        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * scale, digits)
 
     return {"p50": rank(0.50), "p95": rank(0.95)}
 
