@@ -101,7 +101,7 @@ def run_clients(calls: list[Call], per_client: int, new_tokens: int) -> dict:
         "requests_per_s": round(len(results) / seconds, 3),
         "output_tokens_per_s": round(tokens / seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
-        "output_tokens_per_cpu_s": round(tokens / cpu_seconds, 1),
+        "output_tokens_per_cpu_s": round(tokens / cpu_seconds, 1) if cpu_seconds > 0 else None,
         "tokens_per_request": sorted({r["tokens"] for r in results}),
         "ttft_s": percentiles([r["ttft"] for r in results]),
         "itl_ms": percentiles([r["itl"] for r in results], scale=1000, digits=1),
