@@ -7,7 +7,8 @@ Two workloads on one checkpoint and the same images, "Describe the image in deta
 - ``long``: every reply in one call, as ``answer`` runs: transformers ``generate`` in batches of
   ``--batch-size``, vLLM ``LLM.generate`` on all of them (its scheduler batches), once per
   ``--vllm-threads`` setting (``machine``: the binding this project sets from ``os.sched_getaffinity``;
-  ``auto``: vLLM's own default, which on 2 cores keeps one for its scheduler). Output tokens/s, the share
+  ``auto``: vLLM's own default, which on 2 cores keeps one for its scheduler; ``one``: one core, to compare
+  with the transformers engine under ``OMP_NUM_THREADS=1``). Output tokens/s, the share
   of identical replies.
 - ``server``: ``N`` concurrent clients (``--clients 1 4 16``), each streaming ``max(1, --requests // N)``
   replies one after another. transformers: the demo's engine in this process (one ``generate`` per reply,
@@ -121,6 +122,8 @@ def long_vllm(args: argparse.Namespace, images: list, threads: str) -> tuple[dic
         os.environ.pop(variable, None)
     if threads == "auto":
         os.environ[BIND_VARIABLE] = "auto"  # a user setting: the plugin leaves it to vLLM
+    elif threads == "one":
+        os.environ[BIND_VARIABLE] = str(min(os.sched_getaffinity(0)))  # one thread, as OMP_NUM_THREADS=1
     options = {"enforce_eager": True} if args.enforce_eager else {}
     engine, start = timed(lambda: VLLMEngine.open(args.model, dtype="fp32", **options))
     prompt = render_prompt(engine.processor, user_messages(PROMPT, with_image=True))
@@ -224,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=16, help="distinct images (replies of `long`)")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16, help="transformers replies per generate (long)")
-    parser.add_argument("--vllm-threads", nargs="+", default=["machine", "auto"], choices=("machine", "auto"))
+    parser.add_argument(
+        "--vllm-threads", nargs="+", default=["machine", "auto"], choices=("machine", "auto", "one")
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=16, help="requests per client level (server)")
     parser.add_argument("--device", default="cpu")
