@@ -9,6 +9,11 @@ Stage 1 (``--tune_mm_mlp_adapter True --version plain``) writes ``connector.safe
 Before the model is built, ``OUTPUT_DIR`` is created and proven writable and ``IMAGE_FOLDER`` must exist;
 once it is built, the disk must hold one checkpoint. The final model is written under
 ``OUTPUT_DIR/.staging/final`` and moved in file by file, its config last.
+
+Exit codes: 0 done; 1 failed (on one rank: every rank stops within seconds and logs that rank's error,
+``train.rank_failure``); 75 (``EXIT_PREEMPTED``) stopped on SIGTERM/SIGUSR1 after writing a checkpoint,
+requeue with ``--resume_from_checkpoint latest``; 3 (``EXIT_NONFINITE``) stopped after
+``--max_nonfinite_steps`` non-finite steps in a row (``train.step_guard``), no final model written.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset, check_image_folder, describe_problems
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
+from llava_vitsplit.train.faults import FaultyCollator
 from llava_vitsplit.train.model_setup import setup_model, stage_of
 from llava_vitsplit.train.provenance import part_provenance
+from llava_vitsplit.train.rank_failure import EXIT_FAILED, FailureWatchdog, report_failure
+from llava_vitsplit.train.step_guard import EXIT_NONFINITE, EXIT_PREEMPTED, WithSampleIds
 from llava_vitsplit.train.storage import (
     check_free_space,
     checkpoint_bytes,
@@ -63,7 +71,8 @@ def _resume_target(value):
     return value
 
 
-def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
+def train(argv: list[str] | None = None, watchdog: FailureWatchdog | None = None) -> LlavaViTSplitTrainer:
+    """One training stage; ``watchdog`` (if given) starts once every rank has joined the process group."""
     model_args, data_args, training_args = parse_args(argv)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -94,15 +103,22 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
         strict=data_args.strict_data,
         require_image=stage == "pretrain",
     )
+    collator = WithSampleIds(SupervisedCollator(pad_token_id=processor.tokenizer.pad_token_id))
     trainer = LlavaViTSplitTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=SupervisedCollator(pad_token_id=processor.tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=processor,
     )
+    if trainer.fault is not None:
+        trainer.data_collator = FaultyCollator(collator, trainer.fault)
+    if watchdog is not None:
+        watchdog.start()
     trainer.train(resume_from_checkpoint=_resume_target(training_args.resume_from_checkpoint))
     trainer.save_state()
+    if trainer.step_guard.outcome is not None:  # preempted (checkpoint written) or stopped non-finite
+        return trainer
     if dataset.problems:
         logger.warning("skipped samples (this process): %s", describe_problems(dataset.problems))
 
@@ -149,8 +165,21 @@ def publish_folder(staging: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(argv)
-    return 0
+    """Train; on an exception, tell the other ranks and exit 1 (see the module docstring for the codes)."""
+    watchdog = FailureWatchdog()
+    try:
+        trainer = train(argv, watchdog)
+    except Exception as err:
+        watchdog.finished.set()
+        logger.exception("training failed")
+        report_failure(err)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FAILED)  # no interpreter teardown: it can block on a process group with a dead peer
+    watchdog.finished.set()
+    outcome = trainer.step_guard.outcome
+    return {"preempted": EXIT_PREEMPTED, "nonfinite": EXIT_NONFINITE}.get(outcome, 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""The non-finite guard (plain PyTorch here, in-process; ZeRO-3 in the e2e case) and fault injection.
+
+An inf loss injected at one step (``LLAVA_VITSPLIT_FAULT=nonfinite@STEPS``) must skip that optimizer step
+(the weights and optimizer state stay those of the step before), count it, log it with its sample ids and
+write no checkpoint for it; ``--max_nonfinite_steps`` such steps in a row stop the run with exit code 3
+and leave the last good checkpoint the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _script_runs import SHIPPED_DATA
+from safetensors.torch import load_file
+
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
+from llava_vitsplit.train.faults import FAULT_ENV, parse_fault
+from llava_vitsplit.train.run import main
+from llava_vitsplit.train.step_guard import EXIT_NONFINITE
+
+RECORDS = {r["id"] for r in json.loads((SHIPPED_DATA / "finetune.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    return save_tiny_parts(tmp_path_factory.mktemp("guard_parts"), SHIPPED_DATA)
+
+
+def run_argv(parts, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model_name_or_path", str(parts["llm"]),
+        "--vision_tower", str(parts["vision"]),
+        "--data_path", str(SHIPPED_DATA / "finetune.json"),
+        "--image_folder", str(SHIPPED_DATA),
+        "--output_dir", str(out),
+        "--report_to", "none",
+        "--per_device_train_batch_size", "2",
+        "--dataloader_num_workers", "0",
+        "--use_cpu", "True",
+        "--learning_rate", "1e-2",
+        "--weight_decay", "0.1",
+        "--save_strategy", "steps",
+        "--save_steps", "1",
+        "--logging_steps", "1",
+        *tiny_adapter_args(),
+        *extra,
+    ]  # fmt: skip
+
+
+def log_entries(path: Path, key: str) -> dict[int, dict]:
+    return {e["step"]: e for e in json.loads(path.read_text())["log_history"] if key in e}
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def test_fault_specs_parse_and_bad_ones_name_the_variable():
+    fault = parse_fault("save@2,3:1")
+    assert (fault.kind, fault.steps, fault.rank) == ("save", frozenset({2, 3}), 1)
+    assert parse_fault("nonfinite@4").rank is None
+    with pytest.raises(ValueError, match=FAULT_ENV):
+        parse_fault("explode@1")
+    with pytest.raises(ValueError, match=FAULT_ENV):
+        parse_fault("save@two")
+
+
+def test_one_nonfinite_step_is_skipped_counted_and_logged(parts, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "nonfinite@3")
+    out = tmp_path / "run"
+    assert main(run_argv(parts, out, "--max_steps", "3")) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    skipped = log_entries(out / "trainer_state.json", "nonfinite_step")
+    assert sorted(skipped) == [3] and skipped[3]["nonfinite_step"] == 1
+    assert len(skipped[3]["sample_ids"]) == 2 and set(skipped[3]["sample_ids"]) <= RECORDS
+    final, before = weights(out), weights(out / "checkpoint-2")  # AdamW + weight decay move every weight
+    assert final.keys() == before.keys()
+    assert all(torch.equal(final[name], before[name]) for name in before)
+    first = weights(out / "checkpoint-1")  # a step that trained does move them
+    assert any(not torch.equal(first[name], before[name]) for name in before)
+
+
+def test_nonfinite_steps_in_a_row_stop_the_run_at_the_last_good_checkpoint(parts, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "nonfinite@2,3")
+    out = tmp_path / "run"
+    code = main(run_argv(parts, out, "--max_steps", "6", "--max_nonfinite_steps", "2"))
+    assert code == EXIT_NONFINITE
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (out / "config.json").exists()  # no final model
+    assert sorted(log_entries(out / "trainer_state.json", "nonfinite_step")) == [2, 3]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
