@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.faults import FAULT_ENV, parse_fault
-from llava_vitsplit.train.run import main
+from llava_vitsplit.train.run import main, resume_target
 from llava_vitsplit.train.step_guard import EXIT_NONFINITE
 
 RECORDS = {r["id"] for r in json.loads((SHIPPED_DATA / "finetune.json").read_text())}
@@ -92,3 +92,15 @@ def test_nonfinite_steps_in_a_row_stop_the_run_at_the_last_good_checkpoint(parts
     assert not (out / "config.json").exists()  # no final model
     assert sorted(log_entries(out / "trainer_state.json", "nonfinite_step")) == [2, 3]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+
+
+def test_resume_latest_starts_fresh_without_a_checkpoint_and_takes_the_newest(tmp_path):
+    # a requeued job passes the same `--resume_from_checkpoint latest` on its first run too
+    assert resume_target("latest", tmp_path) is None
+    for step in (2, 10, 3):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / ".staging" / "checkpoint-11").mkdir(parents=True)  # an incomplete save is never resumed
+    assert resume_target("latest", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert resume_target("True", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert resume_target("none", tmp_path) is None
+    assert resume_target("/x/checkpoint-4", tmp_path) == "/x/checkpoint-4"
