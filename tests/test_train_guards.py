@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _script_runs import SHIPPED_DATA
+from _script_runs import SHIPPED_DATA, train_argv
 from safetensors.torch import load_file
 
-from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts
 from llava_vitsplit.train.faults import FAULT_ENV, parse_fault
 from llava_vitsplit.train.run import main, resume_target
 from llava_vitsplit.train.step_guard import EXIT_NONFINITE
@@ -30,24 +30,16 @@ def parts(tmp_path_factory):
 
 
 def run_argv(parts, out: Path, *extra: str) -> list[str]:
-    return [
-        "--model_name_or_path", str(parts["llm"]),
-        "--vision_tower", str(parts["vision"]),
-        "--data_path", str(SHIPPED_DATA / "finetune.json"),
-        "--image_folder", str(SHIPPED_DATA),
-        "--output_dir", str(out),
-        "--report_to", "none",
+    return train_argv(
+        parts, out,
         "--per_device_train_batch_size", "2",
-        "--dataloader_num_workers", "0",
-        "--use_cpu", "True",
         "--learning_rate", "1e-2",
         "--weight_decay", "0.1",
         "--save_strategy", "steps",
         "--save_steps", "1",
         "--logging_steps", "1",
-        *tiny_adapter_args(),
         *extra,
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def log_entries(path: Path, key: str) -> dict[int, dict]:

@@ -89,7 +89,7 @@ class FailureWatchdog(threading.Thread):
                     return
                 reached = True
                 if store.check([_store_key()]):
-                    self._stop(f"stopping: {store.get(_store_key()).decode()}")
+                    self._end_process(f"stopping: {store.get(_store_key()).decode()}")
                 lost_since = None
             except Exception as err:  # unreachable store: not up yet, or rank 0 / the launcher exited
                 store = None
@@ -97,11 +97,11 @@ class FailureWatchdog(threading.Thread):
                     continue
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since >= self.lost_store_seconds:
-                    self._stop(
+                    self._end_process(
                         f"stopping: the rendezvous store is gone for {self.lost_store_seconds:.0f} s ({err})"
                     )
 
-    def _stop(self, message: str) -> None:
+    def _end_process(self, message: str) -> None:
         if self.finished.is_set():
             return
         logger.error(message)
