@@ -13,7 +13,8 @@ every rank contributes two flags to one all-reduce (max):
 - **non-finite**: this rank's loss or the gradient norm is inf or NaN. The optimizer step is skipped on
   every rank: no weight update and untouched optimizer state (plain PyTorch: the gradients are dropped,
   so the optimizer passes over every parameter; DeepSpeed ZeRO skips a step whose gradient norm is not
-  finite in fp32 and bf16, and a non-finite loss is given a NaN gradient so that it does). The step still
+  finite in fp32 and bf16, and a non-finite loss is given a NaN gradient so that it does; a DeepSpeed
+  config that switched that check off is an error at the first such step). The step still
   counts (``global_step``), is logged with its sample ids (``log_history``: ``nonfinite_step``) and writes
   no checkpoint; after ``--max_nonfinite_steps`` such steps in a row training stops, the last checkpoint
   written stays the latest, and ``llava-vitsplit train`` exits with ``EXIT_NONFINITE`` (3).
@@ -102,6 +103,11 @@ class StepGuard(TrainerCallback):
         if self.step_nonfinite and engine is None:
             for param in model.parameters():
                 param.grad = None  # the optimizer passes over parameters without a gradient
+        elif self.step_nonfinite and not getattr(engine.optimizer, "overflow", True):
+            raise FloatingPointError(
+                f"step {state.global_step + 1}: DeepSpeed applied a non-finite optimizer step (its overflow "
+                'check is off: set "bf16": {"check_grad_overflow": true} in the DeepSpeed config)'
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.step_nonfinite:
