@@ -9,6 +9,7 @@ and leave the last good checkpoint the latest one.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from llava_vitsplit.testing.tiny_parts import save_tiny_parts
 from llava_vitsplit.train.faults import FAULT_ENV, parse_fault
 from llava_vitsplit.train.run import main, resume_target
-from llava_vitsplit.train.step_guard import EXIT_NONFINITE
+from llava_vitsplit.train.step_guard import EXIT_NONFINITE, EXIT_PREEMPTED
 
 RECORDS = {r["id"] for r in json.loads((SHIPPED_DATA / "finetune.json").read_text())}
 
@@ -96,3 +97,14 @@ def test_resume_latest_starts_fresh_without_a_checkpoint_and_takes_the_newest(tm
     assert resume_target("True", tmp_path) == str(tmp_path / "checkpoint-10")
     assert resume_target("none", tmp_path) is None
     assert resume_target("/x/checkpoint-4", tmp_path) == "/x/checkpoint-4"
+
+
+def test_sigusr1_checkpoints_the_current_step_and_exits_for_requeueing(parts, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "sigusr1@2")  # the process signals itself during step 2
+    out = tmp_path / "run"
+    code = main(run_argv(parts, out, "--max_steps", "5", "--save_steps", "100"))
+    assert code == EXIT_PREEMPTED
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # written for the stop
+    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    assert not (out / "config.json").exists() and not (out / "rank0.pid").exists()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handlers are given back
