@@ -139,10 +139,10 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     with rank0_pid_file(out, trainer.is_world_process_zero()):
         trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, out))
     trainer.save_state()
-    if trainer.step_guard.outcome is not None:  # preempted (checkpoint written) or stopped non-finite
-        return trainer
     if dataset.problems:
         logger.warning("skipped samples (this process): %s", describe_problems(dataset.problems))
+    if trainer.step_guard.outcome is not None:  # preempted (checkpoint written) or stopped non-finite
+        return trainer
 
     if stage == "pretrain":
         with reporting_full_disk(out, "the stage-1 connector"):
