@@ -97,10 +97,13 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` with global-batch statistics when training on several processes (module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.affine and synchronising()):
+        if not (self.training and synchronising()):
             return super().forward(x)
         mean, var, count = global_statistics(x, self)
-        return _SyncBatchNorm.apply(x, self.weight, self.bias, mean, torch.rsqrt(var + self.eps), count)
+        weight, bias = (
+            (self.weight, self.bias) if self.affine else (torch.ones_like(mean), torch.zeros_like(mean))
+        )
+        return _SyncBatchNorm.apply(x, weight, bias, mean, torch.rsqrt(var + self.eps), count)
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
