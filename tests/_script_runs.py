@@ -83,6 +83,22 @@ def parts_and_stage1(root: Path) -> dict:
     return {"parts": parts, "stage1": root / "stage1", "root": root}
 
 
+def stage2_settings(setup: dict, out: Path, **env) -> dict:
+    """The environment of ``finetune.sh`` from ``setup`` (``parts_and_stage1`` plus ``data``): one epoch at
+    lr 5e-3, global batch 2, one thread per process; ``env`` adds to it or overrides it."""
+    settings = {
+        "DATA_PATH": setup["data"],
+        "PRETRAIN_DIR": setup["stage1"],
+        "OUTPUT_DIR": out,
+        "NUM_EPOCHS": 1,
+        "LEARNING_RATE": "5e-3",
+        "GLOBAL_BATCH_SIZE": 2,
+        "OMP_NUM_THREADS": 1,
+        **env,
+    }
+    return script_env(setup["parts"], **settings)
+
+
 def tiny_recipe(parts) -> BuildRecipe:
     """The build the scripts make from the tiny parts with ``tiny_adapter_args()`` (seeded alike)."""
     return BuildRecipe(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _script_runs import ROOT, SHIPPED_DATA, free_port, parts_and_stage1, script_env
+from _script_runs import ROOT, SHIPPED_DATA, free_port, parts_and_stage1, stage2_settings
 from safetensors.torch import load_file
 
 from llava_vitsplit.train.faults import FAULT_ENV
@@ -42,19 +42,7 @@ def setup(tmp_path_factory):
 def finetune(setup, name: str, *args: str, ranks: int = 2, **env) -> tuple[int, Path, str, float]:
     """Run ``finetune.sh``; returns (exit code, output dir, log text, seconds)."""
     out = setup["root"] / name
-    settings = {
-        "DATA_PATH": setup["data"],
-        "PRETRAIN_DIR": setup["stage1"],
-        "OUTPUT_DIR": out,
-        "NUM_EPOCHS": 1,
-        "LEARNING_RATE": "5e-3",
-        "SAVE_STEPS": 2,
-        "SAVE_TOTAL_LIMIT": 3,
-        "GLOBAL_BATCH_SIZE": 2,
-        "PER_DEVICE_BATCH_SIZE": 2 // ranks,
-        "OMP_NUM_THREADS": 1,
-        **env,
-    }
+    settings = {"SAVE_STEPS": 2, "SAVE_TOTAL_LIMIT": 3, "PER_DEVICE_BATCH_SIZE": 2 // ranks, **env}
     if ranks > 1:
         torchrun = f"{sys.executable} -m torch.distributed.run --nproc_per_node {ranks} --master_port {free_port()} -m"
         settings.update(CPU_PROCESSES=ranks, LAUNCHER=torchrun)
@@ -63,7 +51,7 @@ def finetune(setup, name: str, *args: str, ranks: int = 2, **env) -> tuple[int, 
     with open(log, "w") as sink:
         code = subprocess.call(
             ["bash", str(ROOT / "scripts" / "finetune.sh"), *SEQUENTIAL, *args],
-            env=script_env(setup["parts"], **settings),
+            env=stage2_settings(setup, out, **settings),
             stdout=sink,
             stderr=sink,
             timeout=600,

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _script_runs import SHIPPED_DATA, free_port, parts_and_stage1, run_script, script_env
+from _script_runs import SHIPPED_DATA, free_port, parts_and_stage1, run_script, stage2_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -53,21 +53,9 @@ def setup(tmp_path_factory):
 
 def finetune(setup, name: str, *args: str, **env) -> Path:
     out = setup["root"] / name
-    settings = {
-        "DATA_PATH": setup["data"],
-        "PRETRAIN_DIR": setup["stage1"],
-        "OUTPUT_DIR": out,
-        "NUM_EPOCHS": 1,
-        "LEARNING_RATE": "5e-3",
-        "SAVE_STEPS": 3,
-        "SAVE_TOTAL_LIMIT": 2,
-        "GLOBAL_BATCH_SIZE": 2,
-        "PER_DEVICE_BATCH_SIZE": 2,
-        "OMP_NUM_THREADS": 1,
-        **env,
-    }
+    settings = {"SAVE_STEPS": 3, "SAVE_TOTAL_LIMIT": 2, "PER_DEVICE_BATCH_SIZE": 2, **env}
     run_script(
-        "finetune.sh", script_env(setup["parts"], **settings), *args, log=setup["root"] / f"{name}.txt"
+        "finetune.sh", stage2_settings(setup, out, **settings), *args, log=setup["root"] / f"{name}.txt"
     )
     return out
 
