@@ -213,11 +213,13 @@ class LazySupervisedDataset(Dataset):
                 return f"{self.place(index)}: {problem}"
             return None
 
+        keys = self._file.astype(np.int64) * (1 << 40) + self._row  # a repeated record is checked once
+        distinct = np.sort(np.unique(keys, return_index=True)[1]).tolist()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             found = list(
                 tqdm(
-                    pool.map(problem_of, range(len(self))),
-                    total=len(self),
+                    pool.map(problem_of, distinct),
+                    total=len(distinct),
                     desc="checking data",
                 )
             )

@@ -18,6 +18,7 @@ files) is one source, ``data``, used whole.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import zlib
 from dataclasses import dataclass, replace
@@ -26,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
+MIXTURE_REPORT = "data_mixture.json"  # written to OUTPUT_DIR: the realised count of each source
 AMOUNT_KEYS = ("fraction", "count", "repeat")
 SOURCE_KEYS = {"name", "file", "files", "image_folder", "template", *AMOUNT_KEYS}
 MIXTURE_SUFFIXES = (".yaml", ".yml")
@@ -146,10 +150,11 @@ def load_mixture(path: str | Path, image_folder: str | Path | None = None) -> li
     for number, entry in enumerate(entries, 1):
         source, found = _source(entry, number, path.parent, default_folder)
         problems += found
-        if source is not None and source.name in seen:
-            problems.append(f"source {source.name!r}: the name is used twice")
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name and name in seen:
+            problems.append(f"source {name!r}: the name is used twice")
+        seen.add(name)
         if source is not None:
-            seen.add(source.name)
             sources.append(source)
     if problems:
         raise ValueError(f"mixture {path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
@@ -189,4 +194,42 @@ def draw(source: DataSource, available: int, seed: int) -> np.ndarray:
     return np.concatenate([np.tile(np.arange(available), copies), extra]).astype(np.int64)
 
 
-__all__ = ["DataSource", "draw", "is_mixture", "load_mixture", "resolve_sources"]
+def record_draw(out_dir: str | Path, mixture: list[dict], resuming: bool, write: bool) -> Path:
+    """Log each source's realised count and write them to ``out_dir/MIXTURE_REPORT`` (atomically).
+
+    A resumed run must draw what the run it continues drew: a different draw (the data, the mixture or
+    the seed changed) raises ``ValueError`` before any step, naming both.
+    """
+    from llava_vitsplit.util.atomic import write_json
+
+    path = Path(out_dir) / MIXTURE_REPORT
+    for entry in mixture:
+        logger.info(
+            "data source %s: %d samples (%s of %d usable records)",
+            entry["name"],
+            entry["samples"],
+            entry["amount"],
+            entry["usable"],
+        )
+    if resuming and path.is_file():
+        before = json.loads(path.read_text())["sources"]
+        if [(e["name"], e["samples"]) for e in before] != [(e["name"], e["samples"]) for e in mixture]:
+            raise ValueError(
+                f"the data draw differs from the one the resumed run made ({path}: "
+                f"{[(e['name'], e['samples']) for e in before]}; now "
+                f"{[(e['name'], e['samples']) for e in mixture]}): the data, the mixture or the seed changed"
+            )
+    if write:
+        write_json(path, {"sources": mixture, "total": sum(e["samples"] for e in mixture)})
+    return path
+
+
+__all__ = [
+    "MIXTURE_REPORT",
+    "DataSource",
+    "draw",
+    "record_draw",
+    "is_mixture",
+    "load_mixture",
+    "resolve_sources",
+]

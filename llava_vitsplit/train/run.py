@@ -6,8 +6,10 @@ Stage 1 (``--tune_mm_mlp_adapter True --version plain``) writes ``connector.safe
 ``--lora_enable True`` writes the LoRA adapter (plus the connector) for ``llava-vitsplit merge-lora``.
 ``--resume_from_checkpoint DIR|latest`` continues a killed run where its last checkpoint left off.
 
-Before the model is built, ``OUTPUT_DIR`` is created and proven writable and ``IMAGE_FOLDER`` must exist;
-once it is built, the disk must hold one checkpoint. The final model is written under
+Before the model is built, ``OUTPUT_DIR`` is created and proven writable, and the data files and image
+folders (of ``DATA_PATH``, or of each source of a mixture file) must exist; once it is built, the disk
+must hold one checkpoint. ``OUTPUT_DIR/data_mixture.json`` records how many samples each data source
+gave (a resumed run must draw the same). The final model is written under
 ``OUTPUT_DIR/.staging/final`` and moved in file by file, its config last.
 """
 
@@ -21,7 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llava_vitsplit.data.collator import SupervisedCollator
-from llava_vitsplit.data.dataset import LazySupervisedDataset, check_image_folder, describe_problems
+from llava_vitsplit.data.dataset import LazySupervisedDataset, describe_problems
+from llava_vitsplit.data.mixture import record_draw, resolve_sources
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.model_setup import setup_model, stage_of
@@ -72,7 +75,8 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     training_args.remove_unused_columns = False  # items carry pixel_values the model takes by name
     stage = stage_of(model_args, training_args)
     out = prepare_output_dir(training_args.output_dir)  # before anything is built or trained
-    check_image_folder(data_args.image_folder)
+    # Data files, image folders and a mixture's sources are checked before the model is built.
+    sources = resolve_sources(data_args.data_paths, data_args.image_folder, templates=stage != "pretrain")
     if training_args.should_save:
         shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
 
@@ -86,14 +90,17 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
             else None
         )
     dataset = LazySupervisedDataset(
-        data_args.data_paths,
+        sources,
         processor,
         image_folder=data_args.image_folder,
         template=version,
         model_max_length=training_args.model_max_length,
         strict=data_args.strict_data,
         require_image=stage == "pretrain",
+        seed=training_args.seed if training_args.data_seed is None else training_args.data_seed,
     )
+    resuming = _resume_target(training_args.resume_from_checkpoint) is not None
+    record_draw(out, dataset.mixture, resuming, write=training_args.should_save)
     trainer = LlavaViTSplitTrainer(
         model=model,
         args=training_args,
