@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from llava_vitsplit.data.encoding import encode
 from llava_vitsplit.data.images import load_image
-from llava_vitsplit.data.mixture import DataSource, draw, resolve_sources
+from llava_vitsplit.data.mixture import DataSource, check_image_folder, draw, resolve_sources
 from llava_vitsplit.data.record_index import RecordIndex, open_index
 from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, Sample, parse_record
 from llava_vitsplit.data.templates import Template, get_template
@@ -51,15 +51,6 @@ def count_image_tokens(processor) -> int:
     if count < 1:
         raise ValueError(f"the processor produced no {IMAGE_TAG} tokens; is {IMAGE_TAG} in its tokenizer?")
     return count
-
-
-def check_image_folder(image_folder: str | Path | None) -> None:
-    """One clear error for a missing ``IMAGE_FOLDER`` (instead of one missing image per sample)."""
-    if image_folder and not Path(image_folder).is_dir():
-        raise FileNotFoundError(
-            f"IMAGE_FOLDER {image_folder} does not exist or is not a folder "
-            "(the data's image paths are relative to it)"
-        )
 
 
 class LazySupervisedDataset(Dataset):
@@ -82,7 +73,7 @@ class LazySupervisedDataset(Dataset):
         seed: int = 0,
     ) -> None:
         given = [data_path] if isinstance(data_path, str | Path) else list(data_path)
-        if all(isinstance(s, DataSource) for s in given):
+        if given and all(isinstance(s, DataSource) for s in given):
             self.sources = given
         else:
             self.sources = resolve_sources(given, image_folder)

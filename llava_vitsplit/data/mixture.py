@@ -61,6 +61,15 @@ class DataSource:
         return available if share is None else int(round(share * available))
 
 
+def check_image_folder(image_folder: str | Path | None) -> None:
+    """One clear error for a missing ``IMAGE_FOLDER`` (instead of one missing image per sample)."""
+    if image_folder and not Path(image_folder).is_dir():
+        raise FileNotFoundError(
+            f"IMAGE_FOLDER {image_folder} does not exist or is not a folder "
+            "(the data's image paths are relative to it)"
+        )
+
+
 def is_mixture(data_path: str | Path) -> bool:
     """A ``.yaml``/``.yml`` file, or a ``.json`` file holding an object (a data file holds a list)."""
     path = Path(data_path)
@@ -174,8 +183,6 @@ def resolve_sources(
         return sources if templates else [replace(s, template=None) for s in sources]
     if any(is_mixture(p) for p in paths):
         raise ValueError(f"a mixture file must be the only DATA_PATH entry, got {[str(p) for p in paths]}")
-    from llava_vitsplit.data.dataset import check_image_folder
-
     check_image_folder(image_folder)
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
