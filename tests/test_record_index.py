@@ -52,7 +52,7 @@ def test_indexed_dataset_equals_eager_loading_on_the_test_data(
 
 
 def test_indexed_dataset_equals_eager_loading_on_100k_generated_records(tmp_path, processor):  # noqa: F811
-    path = write_llava_mix(tmp_path / "mix100k.json", 100_000, seed=3, target_bytes=22_000_000)
+    path = write_llava_mix(tmp_path / "mix100k.json", 100_000, seed=3, target_bytes=60_000_000)
     eager = eager_records([path])
     for reference, require_image in ((eager, False), (eager.images_only(), True)):
         ds = LazySupervisedDataset(path, processor, require_image=require_image)

@@ -87,28 +87,30 @@ def _full_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_text(path: Path) -> tuple[bytes, str]:
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, checked to be UTF-8 text."""
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     try:
         data = path.read_bytes()
-        return data, data.decode("utf-8")
+        data.decode("utf-8")  # only checked: a JSONL file is split as bytes
+        return data
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc})") from exc
     except OSError as exc:
         raise ValueError(f"{path}: cannot be read ({exc})") from exc
 
 
-def _json_list_spans(path: Path, data: bytes, text: str) -> Iterator[tuple[int, int, int, Any]]:
+def _json_list_spans(path: Path, num_bytes: int, text: str) -> Iterator[tuple[int, int, int, Any]]:
     """``(byte offset, byte size, record number, record)`` for each element of a JSON list."""
     start = _WHITESPACE.match(text).end()
     if text[start : start + 1] != "[":  # not a list: the whole-file parse gives the usual message
         try:
-            data = json.loads(text)
+            parsed = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc}); use .jsonl for one record per line") from exc
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    ascii_only = len(data) == len(text)  # then character offsets are byte offsets
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(parsed).__name__}")
+    ascii_only = num_bytes == len(text)  # then character offsets are byte offsets
     decoder = json.JSONDecoder()
     pos, chars_seen, bytes_seen, number = _WHITESPACE.match(text, start + 1).end(), 0, 0, 0
     closed = text[pos : pos + 1] == "]"
@@ -153,8 +155,14 @@ def _image_count(record: Any) -> int:
 
 def build_rows(path: Path) -> tuple[np.ndarray, str]:
     """Parse every record of ``path`` once; its index rows and the file's full content hash."""
-    data, text = _read_text(path)
-    spans = _jsonl_spans(path, data) if path.suffix == ".jsonl" else _json_list_spans(path, data, text)
+    data = _read_bytes(path)
+    content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if path.suffix == ".jsonl":
+        spans = _jsonl_spans(path, data)
+    else:  # parsed as text; the bytes are dropped first (one copy of the file in memory, not two)
+        num_bytes, text = len(data), data.decode("utf-8")
+        del data
+        spans = _json_list_spans(path, num_bytes, text)
     columns = {name: array.array(code) for name, code in zip(ROW.names, "QLLlHB", strict=True)}
     for row, (offset, size, place, record) in enumerate(spans):
         try:
@@ -168,7 +176,7 @@ def build_rows(path: Path) -> tuple[np.ndarray, str]:
     rows = np.zeros(len(columns["offset"]), dtype=ROW)
     for name, values in columns.items():
         rows[name] = np.frombuffer(values, dtype=values.typecode) if len(values) else 0
-    return rows, hashlib.blake2b(data, digest_size=16).hexdigest()
+    return rows, content_hash
 
 
 @dataclass

@@ -62,8 +62,8 @@ def write_llava_mix(
     """Write the generated set to ``path`` (``.json``: one list; ``.jsonl``: one record a line)."""
     path = Path(path)
     reply_words = BASE_REPLY_WORDS
-    if target_bytes:  # a mean record of ~4.5 pairs, each reply ~reply_words words of ~4.6 bytes
-        reply_words = max(1, round((target_bytes / num_records - 160) / (4.5 * 4.6)))
+    if target_bytes:  # a mean record: ~600 bytes + 4.5 pairs x a reply of ~reply_words words of ~4.6 bytes
+        reply_words = max(1, round((target_bytes / num_records - 600) / (4.5 * 4.6)))
     rng = random.Random(seed)
     jsonl = path.suffix == ".jsonl"
     with open(path, "w", encoding="utf-8") as out:
