@@ -139,14 +139,6 @@ class LazySupervisedDataset(Dataset):
                 "samples": len(chosen),
             }
         )
-        if len(self.sources) > 1 or source.amount() != "all":
-            logger.info(
-                "source %s: %d of %d usable records drawn (%s)",
-                source.name,
-                len(chosen),
-                len(rows_of),
-                source.amount(),
-            )
         return files_of[chosen], rows_of[chosen]
 
     def _report_bad_record(self, index: RecordIndex, row: int, bad_records: list[str]) -> None:
