@@ -103,6 +103,22 @@ def test_a_stale_or_broken_index_is_rebuilt(tmp_path):
     assert open_index(path).built
 
 
+def test_empty_and_malformed_lists_are_indexed_or_named(tmp_path):
+    for text in ("[]", " [ ]\n", "[\n]\n"):
+        (tmp_path / "e.json").write_text(text)
+        assert len(open_index(tmp_path / "e.json")) == 0
+        assert not open_index(tmp_path / "e.json").built  # an empty index is found again
+    for text, message in (
+        ('{"id": 1}', "expected a JSON list of records, got dict"),
+        ('[{"id": 1},]', "not valid JSON"),
+        ('[{"id": 1}', "not valid JSON"),
+        ('[{"id": 1}] x', "not valid JSON"),
+    ):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match=f"{tmp_path / 'bad.json'}: {message}"):
+            open_index(tmp_path / "bad.json")
+
+
 def test_the_index_lives_next_to_the_data_else_in_the_cache(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     path = write_llava_mix(tmp_path / "data" / "d.json", 20, seed=1)

@@ -114,6 +114,8 @@ def _json_list_spans(path: Path, num_bytes: int, text: str) -> Iterator[tuple[in
     decoder = json.JSONDecoder()
     pos, chars_seen, bytes_seen, number = _WHITESPACE.match(text, start + 1).end(), 0, 0, 0
     closed = text[pos : pos + 1] == "]"
+    if closed:  # an empty list
+        pos = _WHITESPACE.match(text, pos + 1).end()
     while not closed:
         try:
             record, end = decoder.raw_decode(text, pos)
