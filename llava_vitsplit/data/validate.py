@@ -3,6 +3,8 @@
 Checks every record's structure, decodes every image fully, and (given the tokenizer and vision tower,
 or a processor) renders and tokenizes every sample with the chosen template and ``model_max_length``.
 Prints one line per problem (sample id, kind, detail) and a summary; exits 1 when anything is wrong.
+``--data_path mix.yaml`` checks every record of every source of a mixture with the source's image folder
+and template (all records, not the training draw); a problem in the mixture file itself exits 1 too.
 
     llava-vitsplit validate-data --data_path train.json --image_folder images/ \\
         --model_name_or_path lmsys/vicuna-7b-v1.5 --vision_tower openai/clip-vit-large-patch14-336 \\
