@@ -101,7 +101,8 @@ class VLLMChatEngine:
 
     def close(self) -> None:
         """Stop vLLM's engine processes and the loop thread."""
-        self.engine.shutdown()
+        self.engine.shutdown()  # cancels its output task from this thread ...
         self.engine = None  # AsyncLLM.__del__ runs now, not at interpreter exit (where it fails)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.1), self.loop).result()  # ... the loop finishes it
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
