@@ -65,7 +65,7 @@ class LazySupervisedDataset(Dataset):
         processor,
         *,
         image_folder: str | Path | None = None,
-        template: str | Template = "vicuna_v1",
+        template: str | Template = "auto",
         model_max_length: int | None = 2048,
         strict: bool = False,
         require_image: bool = False,
@@ -75,7 +75,8 @@ class LazySupervisedDataset(Dataset):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_folder = Path(image_folder) if image_folder else None
-        self.template = get_template(template) if isinstance(template, str) else template
+        family = getattr(processor, "llm_family", None)
+        self.template = get_template(template, family) if isinstance(template, str) else template
         self.model_max_length = model_max_length
         self.strict = strict
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TAG)

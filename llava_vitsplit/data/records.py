@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-IMAGE_TAG = "<image>"
+from llava_vitsplit.llms.registry import IMAGE_TOKEN as IMAGE_TAG
 USER, ASSISTANT = "user", "assistant"
 _ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
 

@@ -6,7 +6,7 @@ Prints one line per problem (sample id, kind, detail) and a summary; exits 1 whe
 
     llava-vitsplit validate-data --data_path train.json --image_folder images/ \\
         --model_name_or_path lmsys/vicuna-7b-v1.5 --vision_tower openai/clip-vit-large-patch14-336 \\
-        --version vicuna_v1 --model_max_length 2048
+        --version auto --model_max_length 2048
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from llava_vitsplit.data.encoding import encode
 from llava_vitsplit.data.images import load_image
 from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, load_records, parse_record
-from llava_vitsplit.data.templates import TEMPLATES, get_template
+from llava_vitsplit.data.templates import get_template, template_names
 
 
 @dataclass
@@ -54,14 +54,14 @@ def validate_data(
     data_paths: list[str | Path],
     image_folder: str | Path | None = None,
     processor=None,
-    template: str = "vicuna_v1",
+    template: str = "auto",
     model_max_length: int | None = None,
 ) -> ValidationReport:
     """Check every record (and, with a processor, its tokenization); never raises on a bad sample."""
     report = ValidationReport()
-    template_obj = get_template(template)
-    num_image_tokens = image_token_id = None
+    num_image_tokens = image_token_id = template_obj = None
     if processor is not None:
+        template_obj = get_template(template, getattr(processor, "llm_family", None))
         from llava_vitsplit.data.dataset import count_image_tokens
 
         num_image_tokens = count_image_tokens(processor)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "--processor", default=None, help="a saved llava_vitsplit checkpoint/processor instead"
     )
     parser.add_argument(
-        "--version", default="vicuna_v1", choices=sorted(TEMPLATES), help="conversation template"
+        "--version", default="auto", choices=template_names(), help="conversation template (auto: the LLM's)"
     )
     parser.add_argument("--model_max_length", type=int, default=2048)
     parser.add_argument("--image_aspect_ratio", default="pad", choices=["pad", "resize"])
