@@ -22,7 +22,6 @@ MODEL_DEFAULTS = {
     "mm_projector_type": "vitsplit",
     "mm_vision_select_layer": -2,
     "fusion_output": "llm",
-    "version": "vicuna_v1",
 }
 ADAPTER_FIELDS = (
     "num_task_layers",
@@ -50,7 +49,11 @@ class ModelArguments:
         metadata={"help": "Preset whose `train` block gives the training defaults (default: --preset)"},
     )
     version: str | None = field(
-        default=None, metadata={"help": "Conversation template: plain | vicuna_v1 | chat_template"}
+        default=None,
+        metadata={
+            "help": "Conversation template: plain (stage 1 default) | auto (the LLM's family, stage 2 "
+            "default) | a family name, which must be the LLM's (llava-vitsplit llm-families)"
+        },
     )
     tune_mm_mlp_adapter: bool = field(
         default=False, metadata={"help": "Stage 1: train only the connector (task head included)"}

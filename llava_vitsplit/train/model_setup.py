@@ -141,12 +141,39 @@ def resolve_recipe(
         pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
         allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
-    return recipe, default_version(model_args)
+    return recipe, resolve_version(model_args, llm_family_name(recipe))
 
 
-def default_version(model_args: ModelArguments) -> str:
-    """``--version`` (from the command line or the training recipe), else the stage's LLaVA template."""
-    return model_args.version or ("plain" if model_args.tune_mm_mlp_adapter else "vicuna_v1")
+def llm_family_name(recipe: BuildRecipe) -> str:
+    """The LLM's family (``llava_vitsplit/llms``), read from configs and the tokenizer, no weights: an
+    unknown family or an unmaskable tokenizer template raises here, before the model is built."""
+    if recipe.base_checkpoint:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(recipe.base_checkpoint).family.name
+    from llava_vitsplit.model.builder import language_model_family
+
+    return language_model_family(recipe.language_model).name
+
+
+def resolve_version(model_args: ModelArguments, family: str) -> str:
+    """The conversation template: ``--version`` (command line or training recipe), else ``plain`` in stage
+    1 and the LLM's family in stage 2. A family's format other than the LLM's own is refused: the saved
+    processor renders the LLM's template at inference, so training on another would differ silently."""
+    from llava_vitsplit.data.templates import AUTO, LEGACY_AUTO, PlainTemplate, template_names
+
+    version = model_args.version or (PlainTemplate.name if model_args.tune_mm_mlp_adapter else AUTO)
+    if version in (AUTO, LEGACY_AUTO):
+        return family
+    if version not in template_names():
+        raise ValueError(f"unknown --version {version!r}; valid: {template_names()}")
+    if version not in (PlainTemplate.name, family):
+        raise ValueError(
+            f"--version {version} is the {version!r} family's conversation format, but the LLM is a "
+            f"{family!r} model whose chat template the saved processor uses at inference; leave "
+            f"--version unset (or auto) to train on {family!r}'s"
+        )
+    return version
 
 
 def torch_dtype_for(training_args: TrainingArguments) -> torch.dtype:
@@ -281,7 +308,7 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
         )
     if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
         recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
-        version = default_version(model_args)
+        version = resolve_version(model_args, llm_family_name(recipe))
     else:
         recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
