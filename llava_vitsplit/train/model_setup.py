@@ -141,7 +141,15 @@ def resolve_recipe(
         pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
         allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
-    return recipe, resolve_version(model_args, llm_family_name(recipe))
+    return recipe, requested_version(model_args)
+
+
+def requested_version(model_args: ModelArguments) -> str:
+    """``--version`` (command line or training recipe), else ``plain`` in stage 1 and ``auto`` (the
+    LLM's family, resolved by ``resolve_version``) in stage 2."""
+    from llava_vitsplit.data.templates import AUTO, PlainTemplate
+
+    return model_args.version or (PlainTemplate.name if model_args.tune_mm_mlp_adapter else AUTO)
 
 
 def llm_family_name(recipe: BuildRecipe) -> str:
@@ -156,13 +164,12 @@ def llm_family_name(recipe: BuildRecipe) -> str:
     return language_model_family(recipe.language_model).name
 
 
-def resolve_version(model_args: ModelArguments, family: str) -> str:
-    """The conversation template: ``--version`` (command line or training recipe), else ``plain`` in stage
-    1 and the LLM's family in stage 2. A family's format other than the LLM's own is refused: the saved
-    processor renders the LLM's template at inference, so training on another would differ silently."""
+def resolve_version(version: str, family: str) -> str:
+    """The conversation template of a run whose LLM is of ``family``: ``auto`` is the family's own; a
+    family's format other than the LLM's is refused (the saved processor renders the LLM's template at
+    inference, so training on another would differ silently)."""
     from llava_vitsplit.data.templates import AUTO, LEGACY_AUTO, PlainTemplate, template_names
 
-    version = model_args.version or (PlainTemplate.name if model_args.tune_mm_mlp_adapter else AUTO)
     if version in (AUTO, LEGACY_AUTO):
         return family
     if version not in template_names():
@@ -308,9 +315,10 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
         )
     if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
         recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
-        version = resolve_version(model_args, llm_family_name(recipe))
+        version = requested_version(model_args)
     else:
         recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
+    version = resolve_version(version, llm_family_name(recipe))  # before the model is built
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 
