@@ -234,9 +234,10 @@ def _module_names(model) -> dict[int, str]:
     return {id(module): name for name, module in model.named_modules()}
 
 
-def lora_target_modules(model, stage: str) -> str:
+def lora_target_modules(model, stage: str, family_modules: tuple[str, ...] | None = None) -> str:
     """A regex over the linear layers of the components the freezing table gives LoRA in ``stage``
-    (the LLM's: never the tower's, the connector's or the LM head)."""
+    (the LLM's: never the tower's, the connector's or the LM head), limited to the LLM family's
+    ``lora_target_modules`` (each of which must exist in the LLM)."""
     from llava_vitsplit.stages import lora_components, model_components
 
     components, names = model_components(model), _module_names(model)
@@ -249,6 +250,11 @@ def lora_target_modules(model, stage: str) -> str:
             if isinstance(sub, nn.Linear)
         }
     )
+    if family_modules is not None:
+        missing = sorted(set(family_modules) - set(leaves))
+        if missing:
+            raise ValueError(f"LoRA target modules {missing} of the LLM family are no linear layers of the LLM")
+        leaves = [leaf for leaf in leaves if leaf in family_modules]
     scopes = sorted({names[id(m)].rsplit(".", 1)[-1] for m in modules})
     scope = scopes[0] if len(scopes) == 1 else "(" + "|".join(scopes) + ")"
     return r".*\." + scope + r"\..*\.(" + "|".join(leaves) + r")$"
@@ -270,7 +276,13 @@ def lora_modules_to_save(model, table: dict) -> list[str] | None:
     return saved or None
 
 
-def apply_lora(model, training_args: TrainingArguments, table: dict, stage: str = "finetune_lora"):
+def apply_lora(
+    model,
+    training_args: TrainingArguments,
+    table: dict,
+    stage: str = "finetune_lora",
+    family_modules: tuple[str, ...] | None = None,
+):
     """Wrap ``model`` with peft LoRA on the table's ``LORA`` components; its fully trained ones (the
     connector) are saved in the adapter as ``modules_to_save``."""
     from peft import LoraConfig, get_peft_model
@@ -280,7 +292,7 @@ def apply_lora(model, training_args: TrainingArguments, table: dict, stage: str 
         lora_alpha=training_args.lora_alpha,
         lora_dropout=training_args.lora_dropout,
         bias=training_args.lora_bias,
-        target_modules=lora_target_modules(model, stage),
+        target_modules=lora_target_modules(model, stage, family_modules),
         modules_to_save=lora_modules_to_save(model, table),
         task_type="CAUSAL_LM",
     )
@@ -325,7 +337,8 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
     freeze_connector = training_args.freeze_mm_mlp_adapter
     apply_stage(model, stage, freeze_connector)
     if training_args.lora_enable:
-        model = apply_lora(model, training_args, stage_table(stage, freeze_connector), stage)
+        table = stage_table(stage, freeze_connector)
+        model = apply_lora(model, training_args, table, stage, processor.family.lora_target_modules)
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
