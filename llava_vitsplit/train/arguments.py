@@ -136,6 +136,10 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={"help": "Sets --gradient_accumulation_steps to this / (per-device batch x WORLD_SIZE)"},
     )
     output_dir: str = field(default="checkpoints/llava-vitsplit")
+    print_config: bool = field(
+        default=False,
+        metadata={"help": "Print every resolved setting and its source, then exit (nothing is built)"},
+    )
 
     def __post_init__(self):
         if self.warmup_ratio is not None:

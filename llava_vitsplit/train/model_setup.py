@@ -316,6 +316,16 @@ def _checkpoint_recipe(path: str, seed: int) -> BuildRecipe:
     )
 
 
+def resolve_build(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """``(recipe, version)`` of a run, from configs and the tokenizer only (nothing built yet)."""
+    if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
+        recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
+        version = requested_version(model_args)
+    else:
+        recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
+    return recipe, resolve_version(version, llm_family_name(recipe))
+
+
 def setup_model(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
     """``(model, processor, recipe, version)`` ready for the Trainer, with the freezing table applied."""
     from llava_vitsplit.stages import apply_stage, stage_table
@@ -325,12 +335,7 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
         raise ValueError(
             "--tune_mm_mlp_adapter (stage 1) and --pretrain_mm_mlp_adapter (stage 2) exclude each other"
         )
-    if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
-        recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
-        version = requested_version(model_args)
-    else:
-        recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
-    version = resolve_version(version, llm_family_name(recipe))  # before the model is built
+    recipe, version = resolve_build(model_args, data_args, training_args)
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 

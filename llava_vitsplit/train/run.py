@@ -26,6 +26,7 @@ from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.model_setup import setup_model, stage_of
 from llava_vitsplit.train.provenance import part_provenance
+from llava_vitsplit.train.run_config import format_settings, start_run
 from llava_vitsplit.train.storage import (
     check_free_space,
     checkpoint_bytes,
@@ -63,8 +64,12 @@ def _resume_target(value):
     return value
 
 
-def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
+def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_args(argv)
+    if training_args.print_config:  # every resolved setting and its source; nothing is built
+        print(format_settings(start_run(argv, (model_args, data_args, training_args), None)))
+        return None
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,
@@ -75,6 +80,8 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     check_image_folder(data_args.image_folder)
     if training_args.should_save:
         shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
+    if training_args.should_save:  # run_config.json: every resolved setting and its source
+        start_run(argv, (model_args, data_args, training_args), out)
 
     with full_weights_while_building(training_args):
         model, processor, recipe, version = setup_model(model_args, data_args, training_args)
