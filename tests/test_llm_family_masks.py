@@ -62,13 +62,17 @@ def inference_ids(tokenizer, prompt: str) -> list[int]:
 def encode_turns(spec, tokenizer, turns, system=None, max_length=None):
     segments = spec.segments(messages_of(turns, system), tokenizer)
     text = "".join(t for t, _ in segments)
-    rendered = FamilyTemplate(spec).render(Sample("s", "x.png", tuple(Turn(r, t) for r, t in turns)), tokenizer)
+    rendered = FamilyTemplate(spec).render(
+        Sample("s", "x.png", tuple(Turn(r, t) for r, t in turns)), tokenizer
+    )
     if system is not None:  # records carry no system turn: render the system prompt through the spec
         starts = [len("".join(t for t, _ in segments[:i])) for i in range(len(segments))]
         targets = [(s, s + len(t)) for s, (t, g) in zip(starts, segments, strict=True) if g]
         rendered = type(rendered)(text, targets, not bos_in_text(tokenizer, text))
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    return segments, encode(rendered, tokenizer, image_token_id=image_id, num_image_tokens=1, max_length=max_length)
+    return segments, encode(
+        rendered, tokenizer, image_token_id=image_id, num_image_tokens=1, max_length=max_length
+    )
 
 
 def supervised_runs(encoded) -> list[list[int]]:
@@ -110,7 +114,9 @@ def test_exactly_the_generated_tokens_are_supervised(family, name, system):
     segments, encoded = encode_turns(spec, tokenizer, turns, system)
     ids = encoded.input_ids.tolist()
     replies = [text for role, text in turns if role == "assistant"]
-    expected = [tokenizer(GENERATED[spec.name](r, tokenizer), add_special_tokens=False)["input_ids"] for r in replies]
+    expected = [
+        tokenizer(GENERATED[spec.name](r, tokenizer), add_special_tokens=False)["input_ids"] for r in replies
+    ]
     assert supervised_runs(encoded) == expected
     for prompt, target in zip(prompts_of(segments), expected, strict=True):
         prompt_ids = inference_ids(tokenizer, prompt)

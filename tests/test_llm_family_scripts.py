@@ -55,7 +55,9 @@ def check_stops_at_end_of_turn(run, family):
     model.save_pretrained(run)
     assert processor.tokenizer.eos_token == llm_family(family).end_of_turn
     questions = run / "questions.jsonl"
-    questions.write_text(json.dumps({"question_id": 1, "image": "images/00_red_circle.png", "text": "Colour?"}))
+    questions.write_text(
+        json.dumps({"question_id": 1, "image": "images/00_red_circle.png", "text": "Colour?"})
+    )
     answers = run / "answers.jsonl"
     argv = ["--model", str(run), "--question-file", str(questions), "--answers-file", str(answers)]
     assert answer_main([*argv, "--image-folder", str(SHIPPED_DATA), "--max-new-tokens", "6"]) == 0

@@ -51,7 +51,10 @@ def test_print_config_prints_and_builds_nothing(qwen3_parts, tmp_path, capsys):
     out = tmp_path / "run"
     assert train(argv_for(qwen3_parts, out, "--print_config", "True")) is None
     printed = capsys.readouterr().out
-    assert '"qwen3"    [LLM family of' in printed and "[preset recipe qwen3-8b-siglip (train.finetune)]" in printed
+    assert (
+        '"qwen3"    [LLM family of' in printed
+        and "[preset recipe qwen3-8b-siglip (train.finetune)]" in printed
+    )
     assert not out.exists()
 
 

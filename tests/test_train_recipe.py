@@ -19,7 +19,8 @@ STAGE_FLAGS = {
     "finetune_lora": ["--lora_enable", "True"],
 }
 SCRIPT_STAGES = dict(zip(SCRIPTS, STAGE_FLAGS, strict=True))
-# The released LLaVA-1.5 + ViT-Split recipe (the stage scripts' defaults before the recipe moved).
+# The released LLaVA-1.5 + ViT-Split recipe (the stage scripts' defaults before the recipe moved); stage 2
+# names no template: the LLM's family decides (vicuna_v1 for Vicuna).
 RELEASED = {
     "pretrain": {"learning_rate": 5e-4, "global_batch_size": 256, "per_device_train_batch_size": 32,
                  "gradient_accumulation_steps": 8, "version": "plain"},
@@ -28,7 +29,7 @@ RELEASED = {
     "finetune_lora": {"learning_rate": 2e-4, "mm_projector_lr": 2e-5, "global_batch_size": 128,
                       "per_device_train_batch_size": 16, "gradient_accumulation_steps": 8, "lora_r": 128,
                       "lora_alpha": 256, "version": None, "group_by_modality_length": True},
-}  # fmt: skip  (stage 2 names no template: the LLM's family decides, vicuna_v1 for Vicuna)
+}  # fmt: skip
 COMMON = {"num_train_epochs": 1.0, "weight_decay": 0.0, "warmup_steps": 0.03, "lr_scheduler_type": "cosine",
           "model_max_length": 2048}  # fmt: skip
 

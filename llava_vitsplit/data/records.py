@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llava_vitsplit.llms.registry import IMAGE_TOKEN as IMAGE_TAG
+
 USER, ASSISTANT = "user", "assistant"
 _ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
 

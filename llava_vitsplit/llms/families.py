@@ -38,7 +38,9 @@ VICUNA_V1_CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
-LLAMA3_DATE = "26 Jul 2024"  # Llama-3.1's template default; passed explicitly so 3.2's strftime_now never runs
+LLAMA3_DATE = (
+    "26 Jul 2024"  # Llama-3.1's template default; passed explicitly so 3.2's strftime_now never runs
+)
 QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -135,7 +137,12 @@ GEMMA3 = register_llm_family(
         end_of_turn="<end_of_turn>",
         stop_tokens=("<eos>",),
         pad_tokens=("<pad>",),
-        special_tokens={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"},
+        special_tokens={
+            "bos_token": "<bos>",
+            "eos_token": "<eos>",
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+        },
         tiny_config=gemma3_text_shape,
     )
 )

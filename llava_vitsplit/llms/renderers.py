@@ -71,7 +71,11 @@ def chatml(messages: list[dict], ctx: RenderContext) -> list[Segment]:
         if message["role"] == USER:
             out.append((f"<|im_start|>user\n{message['content']}<|im_end|>\n", False))
         else:
-            out += [("<|im_start|>assistant\n", False), (message["content"] + "<|im_end|>", True), ("\n", False)]
+            out += [
+                ("<|im_start|>assistant\n", False),
+                (message["content"] + "<|im_end|>", True),
+                ("\n", False),
+            ]
     return out
 
 
@@ -106,7 +110,9 @@ def gemma3(messages: list[dict], ctx: RenderContext) -> list[Segment]:
             raise ConversationError("Gemma-3's template needs roles alternating user/assistant/user/...")
         first = prefix if index == 0 else ""
         if message["role"] == USER:
-            out.append(("<start_of_turn>user\n" + first + message["content"].strip() + "<end_of_turn>\n", False))
+            out.append(
+                ("<start_of_turn>user\n" + first + message["content"].strip() + "<end_of_turn>\n", False)
+            )
         else:
             out += [
                 ("<start_of_turn>model\n" + first, False),

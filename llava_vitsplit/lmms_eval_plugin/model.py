@@ -26,6 +26,7 @@ from lmms_eval.protocol import ChatMessages
 from PIL import Image
 from tqdm import tqdm
 
+from llava_vitsplit.llms import IMAGE_TOKEN
 from llava_vitsplit.lmms_eval_plugin.prompts import (
     PROMPT_STYLES,
     llava15_answer,
@@ -145,7 +146,7 @@ class LlavaViTSplit(lmms):
         doc = self.task_dict[task][split][doc_id]
         images = _check_images(doc_to_visual(doc) or [], f"task {task} doc {doc_id}")
         text = self._question_text(getattr(doc_to_visual, "__self__", None), doc, context)
-        if "<image>" in text:  # the task placed the image tokens itself
+        if IMAGE_TOKEN in text:  # the task placed the image tokens itself
             content = [{"type": "text", "text": text}]
         else:
             content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]

@@ -134,17 +134,24 @@ def build_tiny_checkpoint(
     seed: int = 0,
     text_width: int = TINY_WIDTH,
     text_heads: int = 4,
+    llm_family: str | None = None,
 ):
     """Build and save a complete tiny checkpoint; returns ``(path, model, processor)``.
 
-    ``text_width`` / ``text_heads`` size the LM (vLLM tests use 64 / 2: head_dim 32).
+    ``text_width`` / ``text_heads`` size the LM (vLLM tests use 64 / 2: head_dim 32); ``llm_family``
+    (a registered LLM family) builds that family's tiny LM and tokenizer instead of the Llama one.
     """
     from llava_vitsplit.model.builder import build_model
+    from llava_vitsplit.testing.llm_families import save_tiny_family_lm
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as parts:
         vision_dir = save_tiny_vision_tower(Path(parts) / "vision", kind, seed)
-        lm_dir = save_tiny_language_model(Path(parts) / "lm", tokenizer, seed, text_width, text_heads)
+        lm_dir = (
+            save_tiny_family_lm(Path(parts) / "lm", llm_family, seed, text_width, text_heads)
+            if llm_family
+            else save_tiny_language_model(Path(parts) / "lm", tokenizer, seed, text_width, text_heads)
+        )
         model, processor = build_model(
             str(vision_dir),
             str(lm_dir),

@@ -253,7 +253,9 @@ def lora_target_modules(model, stage: str, family_modules: tuple[str, ...] | Non
     if family_modules is not None:
         missing = sorted(set(family_modules) - set(leaves))
         if missing:
-            raise ValueError(f"LoRA target modules {missing} of the LLM family are no linear layers of the LLM")
+            raise ValueError(
+                f"LoRA target modules {missing} of the LLM family are no linear layers of the LLM"
+            )
         leaves = [leaf for leaf in leaves if leaf in family_modules]
     scopes = sorted({names[id(m)].rsplit(".", 1)[-1] for m in modules})
     scope = scopes[0] if len(scopes) == 1 else "(" + "|".join(scopes) + ")"
