@@ -41,6 +41,12 @@ VICUNA_V1_CHAT_TEMPLATE = (
 LLAMA3_DATE = (
     "26 Jul 2024"  # Llama-3.1's template default; passed explicitly so 3.2's strftime_now never runs
 )
+QWEN_TOKENS = dict(  # Qwen2.5's and Qwen3's tokenizers: ChatML turns, no BOS
+    end_of_turn="<|im_end|>",
+    stop_tokens=("<|endoftext|>",),
+    pad_tokens=("<|endoftext|>",),
+    special_tokens={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+)
 QWEN25_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -100,10 +106,7 @@ QWEN2_5 = register_llm_family(
         renderer=renderers.chatml,
         chat_template=released_template("qwen2_5"),
         template_source="Qwen/Qwen2.5-7B-Instruct",
-        end_of_turn="<|im_end|>",
-        stop_tokens=("<|endoftext|>",),
-        pad_tokens=("<|endoftext|>",),
-        special_tokens={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+        **QWEN_TOKENS,
         tiny_config=same_shape,
         default_system=QWEN25_SYSTEM,
     )
@@ -116,10 +119,7 @@ QWEN3 = register_llm_family(
         renderer=renderers.qwen3,
         chat_template=released_template("qwen3"),
         template_source="Qwen/Qwen3-0.6B (the Qwen3 release template, also Qwen/Qwen3-8B's)",
-        end_of_turn="<|im_end|>",
-        stop_tokens=("<|endoftext|>",),
-        pad_tokens=("<|endoftext|>",),
-        special_tokens={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+        **QWEN_TOKENS,
         tiny_config=explicit_head_dim,
         template_kwargs={"enable_thinking": False},
         thinking_switch="enable_thinking",

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from llava_vitsplit.llms import LLMFamilySpec, llm_family
-from llava_vitsplit.testing.tiny import TINY_CORPUS, TINY_WIDTH
+from llava_vitsplit.testing.tiny import TINY_CORPUS, TINY_WIDTH, tiny_text_shape
 
 FAMILY_CORPUS = [
     *TINY_CORPUS,
@@ -72,18 +72,7 @@ def add_bos_post_processor(tokenizer: PreTrainedTokenizerFast) -> None:
 def tiny_family_config(name: str, tokenizer, width: int = TINY_WIDTH, num_heads: int = 4):
     """A 2-layer config of the family's first model type, sized like the other tiny models."""
     spec = llm_family(name)
-    shape = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=2,
-        num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2),
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    shape = tiny_text_shape(len(tokenizer), tokenizer, width, num_heads)
     return AutoConfig.for_model(spec.model_types[0], **spec.tiny_config(shape))
 
 

@@ -88,11 +88,10 @@ def save_tiny_vision_tower(
     return out_dir
 
 
-def tiny_text_config(
-    vocab_size: int, tokenizer=None, width: int = TINY_WIDTH, num_heads: int = 4
-) -> LlamaConfig:
-    """A 2-layer Llama; head_dim is ``width // num_heads`` (vLLM's CPU attention needs it >= 32)."""
-    return LlamaConfig(
+def tiny_text_shape(vocab_size: int, tokenizer=None, width: int = TINY_WIDTH, num_heads: int = 4) -> dict:
+    """The common 2-layer decoder shape; head_dim is ``width // num_heads`` (vLLM's CPU attention needs
+    it >= 32), token ids from ``tokenizer``."""
+    return dict(
         vocab_size=vocab_size,
         hidden_size=width,
         intermediate_size=2 * width,
@@ -104,6 +103,13 @@ def tiny_text_config(
         eos_token_id=getattr(tokenizer, "eos_token_id", 2),
         pad_token_id=getattr(tokenizer, "pad_token_id", None),
     )
+
+
+def tiny_text_config(
+    vocab_size: int, tokenizer=None, width: int = TINY_WIDTH, num_heads: int = 4
+) -> LlamaConfig:
+    """A 2-layer Llama of ``tiny_text_shape``."""
+    return LlamaConfig(**tiny_text_shape(vocab_size, tokenizer, width, num_heads))
 
 
 def save_tiny_language_model(
