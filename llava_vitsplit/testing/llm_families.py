@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from llava_vitsplit.llms import LLMFamilySpec, llm_family
-from llava_vitsplit.testing.tiny import TINY_CORPUS, TINY_WIDTH, tiny_text_shape
+from llava_vitsplit.testing.tiny_text import TINY_CORPUS, TINY_WIDTH, tiny_text_shape
 
 FAMILY_CORPUS = [
     *TINY_CORPUS,
