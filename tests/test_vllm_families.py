@@ -27,7 +27,10 @@ SETTINGS = GenerationSettings(max_new_tokens=8)
 
 @pytest.mark.parametrize("family", ["gemma3", "llama3", "qwen2_5", "qwen3"])
 def test_vllm_greedy_equals_transformers_for_each_family(family, tmp_path):
-    path, _, _ = build_tiny_checkpoint(tmp_path / family, text_width=64, text_heads=2, llm_family=family)
+    # seed 1: seed 0's random Llama-3 has a near-tie (top-2 logit gap 0.0015) that fp32 kernels may flip
+    path, _, _ = build_tiny_checkpoint(
+        tmp_path / family, text_width=64, text_heads=2, llm_family=family, seed=1
+    )
     loaded = load_model(str(path), device="cpu", dtype="fp32")
     prompts, images = question_cases(loaded.processor, 4)  # question 3 is text-only
     reference = [
@@ -36,5 +39,9 @@ def test_vllm_greedy_equals_transformers_for_each_family(family, tmp_path):
     engine = VLLMEngine.open(str(path), dtype="fp32", **ENGINE_OPTIONS)
     try:
         assert engine.generate(prompts, flat(images), SETTINGS) == reference
+        text_only = prompts[3]  # vLLM tokenizes it itself: no second BOS after a template-written one
+        item = engine._tokenized_if_text_only({"prompt": text_only})
+        vllm_ids = engine.llm.generate([item], use_tqdm=False)[0].prompt_token_ids
+        assert list(vllm_ids) == loaded.processor(text=text_only)["input_ids"][0]
     finally:
         engine.close()
