@@ -16,7 +16,7 @@ from _answer_cases import flat, question_cases  # noqa: E402
 
 from llava_vitsplit.serve.generation import GenerationSettings, generate_batch  # noqa: E402
 from llava_vitsplit.serve.loading import load_model  # noqa: E402
-from llava_vitsplit.serve.vllm_engine import VLLMEngine  # noqa: E402
+from llava_vitsplit.serve.vllm_engine import VLLMEngine, prompt_inputs  # noqa: E402
 from llava_vitsplit.testing.tiny import build_tiny_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -39,9 +39,11 @@ def test_vllm_greedy_equals_transformers_for_each_family(family, tmp_path):
     engine = VLLMEngine.open(str(path), dtype="fp32", **ENGINE_OPTIONS)
     try:
         assert engine.generate(prompts, flat(images), SETTINGS) == reference
-        text_only = prompts[3]  # vLLM tokenizes it itself: no second BOS after a template-written one
-        item = engine._tokenized_if_text_only({"prompt": text_only})
-        vllm_ids = engine.llm.generate([item], use_tqdm=False)[0].prompt_token_ids
-        assert list(vllm_ids) == loaded.processor(text=text_only)["input_ids"][0]
+        # the prompt token ids vLLM runs equal the processor's (one BOS), with and without an image
+        items = list(prompt_inputs([engine.vllm_prompt(p) for p in prompts], flat(images), "<image>"))
+        outputs = engine.llm.generate(items, use_tqdm=False)
+        for prompt, row, out in zip(prompts, images, outputs, strict=True):
+            expected = loaded.processor(text=prompt, images=row or None)["input_ids"][0]
+            assert list(out.prompt_token_ids) == list(expected)
     finally:
         engine.close()
