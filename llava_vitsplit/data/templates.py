@@ -96,4 +96,6 @@ def get_template(name: str, family: str | None = None) -> Template:
         name = family
     if name not in FAMILIES:
         raise ValueError(f"unknown conversation template {name!r}; valid: {template_names()}")
+    if family is not None and name != family:  # inference renders the LLM's own template
+        raise ValueError(f"template {name!r} is another family's format; the LLM is a {family!r} model")
     return FamilyTemplate(llm_family(name))
