@@ -12,6 +12,9 @@ run is the same); skips are counted per record place (``file:line``), never merg
 raises with the full list of bad records. ``llava-vitsplit validate-data`` reports all
 problems before a run. ``require_image=True`` (stage 1, where only the connector trains) leaves
 text-only samples out, since a batch of them would carry no gradient.
+
+A record may hold several images (``records.py``); ``max_images_per_sample`` skips (and counts, as
+``too_many_images``) the records with more, like any other bad record.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def check_image_folder(image_folder: str | Path | None) -> None:
 
 
 class LazySupervisedDataset(Dataset):
-    """Items: ``input_ids`` [T], ``labels`` [T] and, for image samples, ``pixel_values`` [3, H, W]."""
+    """Items: ``input_ids`` [T], ``labels`` [T] and, for image samples, ``pixel_values`` [n_img, 3, H, W]."""
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class LazySupervisedDataset(Dataset):
         model_max_length: int | None = 2048,
         strict: bool = False,
         require_image: bool = False,
+        max_images_per_sample: int | None = None,
     ) -> None:
         paths = [data_path] if isinstance(data_path, str | Path) else list(data_path)
         check_image_folder(image_folder)
@@ -78,6 +82,9 @@ class LazySupervisedDataset(Dataset):
         self.template = get_template(template) if isinstance(template, str) else template
         self.model_max_length = model_max_length
         self.strict = strict
+        if max_images_per_sample is not None and max_images_per_sample < 1:
+            raise ValueError(f"max_images_per_sample must be >= 1, got {max_images_per_sample}")
+        self.max_images_per_sample = max_images_per_sample
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TAG)
         self.num_image_tokens = count_image_tokens(processor)
         self.problems: Counter[str] = Counter()
@@ -89,14 +96,14 @@ class LazySupervisedDataset(Dataset):
         for path in paths:
             for i, (where, record) in enumerate(load_located_records(path)):
                 try:
-                    self.samples.append(parse_record(record, i))
+                    self.samples.append(parse_record(record, i, max_images_per_sample))
                     self.places.append(where)
                 except DataProblem as problem:
                     bad_records.append(f"{where}: {problem}")
                     self._report(problem, where)
         self.num_text_only_dropped = 0
         if require_image:  # stage 1 trains only the connector: a text-only batch would have no gradient
-            kept = [i for i, s in enumerate(self.samples) if s.image is not None]
+            kept = [i for i, s in enumerate(self.samples) if s.images]
             self.num_text_only_dropped = len(self.samples) - len(kept)
             self.samples = [self.samples[i] for i in kept]
             self.places = [self.places[i] for i in kept]
@@ -120,7 +127,7 @@ class LazySupervisedDataset(Dataset):
     def modality_lengths(self) -> list[int]:
         """Approximate token lengths, positive for image samples and negative for text-only ones."""
         return [
-            s.num_words + self.num_image_tokens if s.image is not None else -max(1, s.num_words)
+            s.num_words + self.num_image_tokens * len(s.images) if s.images else -max(1, s.num_words)
             for s in self.samples
         ]
 
@@ -157,8 +164,8 @@ class LazySupervisedDataset(Dataset):
         if bad:
             raise ValueError(f"--strict_data: {len(bad)} bad record(s), nothing trained:\n" + "\n".join(bad))
 
-    def image_path(self, sample: Sample) -> Path:
-        return self.image_folder / sample.image if self.image_folder else Path(sample.image)
+    def image_path(self, image: str) -> Path:
+        return self.image_folder / image if self.image_folder else Path(image)
 
     def pixel_values(self, image: Image.Image) -> torch.Tensor:
         """[3, H, W]: the processor's aspect-ratio handling (``pad``/``resize``), then its image processor."""
@@ -171,8 +178,10 @@ class LazySupervisedDataset(Dataset):
         """The item for sample ``index``; raises ``DataProblem`` when it cannot be used."""
         sample = self.samples[index]
         item = {}
-        if sample.image is not None:
-            item["pixel_values"] = self.pixel_values(load_image(self.image_path(sample), sample.id))
+        if sample.images:
+            item["pixel_values"] = torch.stack(  # [n_img, 3, H, W], in tag order
+                [self.pixel_values(load_image(self.image_path(image), sample.id)) for image in sample.images]
+            )
         rendered = self.template.render(sample, self.tokenizer)
         encoded = encode(
             rendered,

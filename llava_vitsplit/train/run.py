@@ -93,6 +93,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
         model_max_length=training_args.model_max_length,
         strict=data_args.strict_data,
         require_image=stage == "pretrain",
+        max_images_per_sample=data_args.max_images_per_sample,
     )
     trainer = LlavaViTSplitTrainer(
         model=model,
