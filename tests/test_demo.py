@@ -257,7 +257,12 @@ def test_stopped_reply_stays_in_context_as_shown(handlers):
     assert "yes".startswith(shown) and not session.busy  # cut after the first streamed piece
     assert session.conversation.turns == [["Is it blue?", shown]]  # the model's context is the screen
     history, session, _ = final(handlers.respond({"text": "Sure?", "files": []}, session, 0.0, 1.0, 8))
-    assert [m["role"] for m in session.conversation.messages()] == ["user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in session.conversation.messages("<image>")] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert [m["content"] for m in history] == ["Is it blue?", shown, "Sure?", "yes"]
 
 
@@ -282,7 +287,7 @@ def test_a_48_megapixel_photo_is_accepted(handlers, tmp_path):
     history, session, _ = final(
         handlers.respond({"text": "What is it?", "files": [str(photo)]}, ChatSession(), 0.0, 1.0, 8)
     )
-    assert history[-1]["content"] == "yes" and session.conversation.image.size == (8000, 6000)
+    assert history[-1]["content"] == "yes" and session.conversation.images[0].size == (8000, 6000)
 
 
 def test_a_submitted_message_is_shown_before_the_queue(handlers):
