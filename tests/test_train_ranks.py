@@ -137,10 +137,23 @@ def two_cpu_ranks(setup, name: str, *args: str, **env) -> Path:
     return finetune(setup, name, *args, CPU_PROCESSES=2, LAUNCHER=torchrun, PER_DEVICE_BATCH_SIZE=1, **env)
 
 
-def test_two_ranks_with_different_modalities_match_one_process(setup, zero3):
+@pytest.fixture(scope="module")
+def ranks2(setup):
+    return two_cpu_ranks(setup, "ranks2", *SEQUENTIAL)
+
+
+def test_two_ranks_with_different_modalities_match_one_process(ranks2, zero3):
     assert any(set(step) == {"I", "T"} for step in STEP_MODALITIES)  # rank 0 an image, rank 1 text
     assert {"MT", "IM"} <= set(STEP_MODALITIES)  # 3 images next to none, and next to one
-    assert_same_curve(two_cpu_ranks(setup, "ranks2", *SEQUENTIAL), zero3)
+    assert_same_curve(ranks2, zero3)
+
+
+def test_two_ranks_resumed_before_multi_image_steps_continue_the_curve(setup, ranks2):
+    assert STEP_MODALITIES[3:5] == ["TT", "IM"]  # after checkpoint-3: text-only, then 1 and 3 images
+    resumed = two_cpu_ranks(
+        setup, "ranks2_resumed", *SEQUENTIAL, "--resume_from_checkpoint", str(ranks2 / "checkpoint-3")
+    )
+    assert_same_curve(resumed, ranks2)
 
 
 def test_two_ranks_with_modality_grouping_match_one_process(setup):
