@@ -1,4 +1,5 @@
-"""Stage 2 refuses a stage-1 connector trained for another tower or LLM, naming what differs."""
+"""Stage 2 refuses a stage-1 connector trained for another tower or LLM, naming what differs; the same
+parts copied to another path are accepted with a logged note (the content decides, not the path)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import pytest
 import torch
 from _script_runs import SHIPPED_DATA
+from safetensors.torch import load_file, save_file
 
 from llava_vitsplit.testing.tiny import save_tiny_vision_tower
 from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
@@ -61,7 +63,7 @@ def test_the_same_parts_load_the_connector(stage1):
 @pytest.mark.parametrize(
     ("kind", "seed", "layers", "differs"),
     [
-        ("clip", 1, 4, ["vision_weights_sha256", "vision_tower"]),  # a CLIP with another seed
+        ("clip", 1, 4, ["vision_weights_sha256", "vision_tower"]),  # a CLIP with another seed (and path)
         ("clip", 0, 6, ["vision_num_hidden_layers", "vision_depth", "vision_weights_sha256"]),  # 6 blocks
         ("siglip", 0, 4, ["vision_model_type", "vision_weights_sha256"]),  # same width, other family
     ],
@@ -75,10 +77,28 @@ def test_another_tower_is_refused_naming_what_differs(stage1, tmp_path, kind, se
     assert "--allow_connector_mismatch" in message and str(stage1["connector"]) in message
 
 
-def test_another_language_model_source_is_refused(stage1, tmp_path):
-    moved = shutil.copytree(stage1["parts"]["llm"], tmp_path / "other_llm")
-    with pytest.raises(ValueError, match="  language_model: trained for"):
-        stage2(stage1, llm=moved)
+def test_moved_copies_of_the_same_parts_load_with_a_note(stage1, tmp_path, caplog):
+    vision = shutil.copytree(stage1["parts"]["vision"], tmp_path / "moved" / "tower")
+    llm = shutil.copytree(stage1["parts"]["llm"], tmp_path / "moved" / "llm")
+    with caplog.at_level(logging.WARNING, logger="llava_vitsplit.train.connector_io"):
+        model = stage2(stage1, vision=vision, llm=llm)
+    assert "read from other paths at stage 1, with the same content" in caplog.text
+    assert f"  vision_tower: trained for {str(stage1['parts']['vision'])!r}" in caplog.text
+    assert f"this run has {str(llm)!r}" in caplog.text
+    loaded = model.connector.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in stage1["state"].items())
+
+
+def test_a_moved_tower_with_other_weights_is_still_refused(stage1, tmp_path):
+    moved = shutil.copytree(stage1["parts"]["vision"], tmp_path / "moved_tower")
+    (weights,) = moved.glob("*.safetensors")
+    state = load_file(weights)
+    name = sorted(state)[0]
+    state[name] = state[name] + 1.0  # same architecture and sizes, one tensor changed
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="trained for other parts") as info:
+        stage2(stage1, vision=moved)
+    assert "  vision_weights_sha256:" in str(info.value) and "  vision_tower:" in str(info.value)
 
 
 def test_allow_connector_mismatch_loads_with_a_warning(stage1, tmp_path, caplog):

@@ -17,11 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _script_runs import SHIPPED_DATA, free_port, run_script, script_env, tiny_recipe
-
-from llava_vitsplit.testing.tiny_parts import save_tiny_parts
-from llava_vitsplit.train.connector_io import save_connector
-from llava_vitsplit.train.model_setup import build_from_recipe
+from _script_runs import SHIPPED_DATA, free_port, parts_and_stage1, run_script, stage2_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -46,13 +42,8 @@ def assert_same_curve(got: Path, expected: Path, epochs: int = 1) -> None:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Tiny parts, an untrained stage-1 connector for them and the mixed data file."""
-    root = tmp_path_factory.mktemp("ranks")
-    parts = save_tiny_parts(root / "parts", SHIPPED_DATA)
-    recipe = tiny_recipe(parts)
-    model, _ = build_from_recipe(recipe)
-    save_connector(
-        model, root / "stage1", vision_tower=recipe.vision_tower, language_model=recipe.language_model
-    )
+    setup = parts_and_stage1(tmp_path_factory.mktemp("ranks"))
+    root = setup["root"]
     records = json.loads((SHIPPED_DATA / "finetune.json").read_text())
     with_image = [r for r in records if "image" in r]
     pools = {
@@ -62,7 +53,7 @@ def setup(tmp_path_factory):
     }
     mixed = [next(pools[kind]) for step in STEP_MODALITIES for kind in step]
     (root / "mixed.json").write_text(json.dumps(mixed))
-    return {"parts": parts, "stage1": root / "stage1", "data": root / "mixed.json", "root": root}
+    return {**setup, "data": root / "mixed.json"}
 
 
 def three_image_records(one_image: list[dict]) -> list[dict]:
@@ -93,21 +84,9 @@ def three_image_records(one_image: list[dict]) -> list[dict]:
 
 def finetune(setup, name: str, *args: str, **env) -> Path:
     out = setup["root"] / name
-    settings = {
-        "DATA_PATH": setup["data"],
-        "PRETRAIN_DIR": setup["stage1"],
-        "OUTPUT_DIR": out,
-        "NUM_EPOCHS": 1,
-        "LEARNING_RATE": "5e-3",
-        "SAVE_STEPS": 3,
-        "SAVE_TOTAL_LIMIT": 2,
-        "GLOBAL_BATCH_SIZE": 2,
-        "PER_DEVICE_BATCH_SIZE": 2,
-        "OMP_NUM_THREADS": 1,
-        **env,
-    }
+    settings = {"SAVE_STEPS": 3, "SAVE_TOTAL_LIMIT": 2, "PER_DEVICE_BATCH_SIZE": 2, **env}
     run_script(
-        "finetune.sh", script_env(setup["parts"], **settings), *args, log=setup["root"] / f"{name}.txt"
+        "finetune.sh", stage2_settings(setup, out, **settings), *args, log=setup["root"] / f"{name}.txt"
     )
     return out
 

@@ -6,12 +6,12 @@ import errno
 import os
 
 import pytest
-from _script_runs import SHIPPED_DATA
+from _script_runs import SHIPPED_DATA, train_argv
 from safetensors.torch import load_file
 
 from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset
-from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
+from llava_vitsplit.testing.tiny_parts import save_tiny_parts
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.model_setup import setup_model
 from llava_vitsplit.train.run import save_final_model, train
@@ -30,19 +30,7 @@ def parts(tmp_path_factory):
 
 
 def run_argv(parts, out, *extra):
-    return [
-        "--model_name_or_path", str(parts["llm"]),
-        "--vision_tower", str(parts["vision"]),
-        "--data_path", str(SHIPPED_DATA / "finetune.json"),
-        "--image_folder", str(SHIPPED_DATA),
-        "--output_dir", str(out),
-        "--report_to", "none",
-        "--per_device_train_batch_size", "4",
-        "--dataloader_num_workers", "0",
-        "--use_cpu", "True",
-        *tiny_adapter_args(),
-        *extra,
-    ]  # fmt: skip
+    return train_argv(parts, out, *extra)
 
 
 class FullDiskTrainer(LlavaViTSplitTrainer):

@@ -192,6 +192,7 @@ class LazySupervisedDataset(Dataset):
             sample_id=sample.id,
         )
         item["input_ids"], item["labels"] = encoded.input_ids, encoded.labels
+        item["sample_id"] = sample.id  # named in training logs (e.g. a non-finite step's samples)
         return item
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -11,7 +11,8 @@ shuffle, which on CPU takes about half the time of the transposed-conv kernel at
 ``UpBlock`` rebuilds its GroupNorm's output in backward from the saved statistics instead of keeping it, and
 ``batch_norm_conv1x1`` computes the segmentation head's ``BatchNorm + Conv1x1`` with the norm folded into
 the conv's weights (same modules, same running statistics), so the normalised 4x-resolution map is
-neither written nor kept for backward.
+neither written nor kept for backward; on several processes the norm is a ``SyncBatchNorm2d``
+(``dense.sync_batchnorm``) and the fold uses the global batch's statistics and gradient sums.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from llava_vitsplit.dense.sync_batchnorm import (
+    SyncBatchNorm2d,
+    all_reduce_sums,
+    global_statistics,
+    synchronising,
+)
 
 FOLDABLE_DTYPES = (torch.float32, torch.float64)  # parameter dtypes the folded norm keeps its sums in
 
@@ -53,10 +61,16 @@ class PixelUpsample2x(nn.ConvTranspose2d):
         return shuffled.permute(0, 3, 1, 2)  # [B, C_out, 2h, 2w], channels-last memory
 
 
-def _batch_statistics(x: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(mean, invstd, from_batch)`` per channel ``[C]`` that ``norm`` uses on ``x``; updates running stats."""
+def _batch_statistics(x: torch.Tensor, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor, bool | int]:
+    """``(mean, invstd, from_batch)`` per channel ``[C]`` that ``norm`` uses on ``x``; updates running stats.
+
+    ``from_batch``: False for running statistics, True for this batch's, the global pixel count ``N``
+    for a ``SyncBatchNorm2d`` synchronising several processes (``dense.sync_batchnorm``)."""
     if not (norm.training or norm.running_mean is None):
         return norm.running_mean, torch.rsqrt(norm.running_var + norm.eps), False
+    if isinstance(norm, SyncBatchNorm2d) and synchronising():
+        mean, var, count = global_statistics(x, norm)
+        return mean, torch.rsqrt(var + norm.eps), count
     with torch.no_grad():  # BatchNorm's own statistics kernel (a plain var_mean is ~15x slower channels-last)
         if norm.training and norm.track_running_stats:
             norm.num_batches_tracked.add_(1)
@@ -78,7 +92,7 @@ class _FoldedBatchNormConv1x1(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, weight, bias, mean, invstd, from_batch: bool):  # noqa: ANN001
+    def forward(ctx, x, gamma, beta, weight, bias, mean, invstd, from_batch: bool | int):  # noqa: ANN001
         scale = invstd * gamma  # [C]
         shift = beta - mean * scale  # [C]
         w2d = weight.flatten(1)  # [K, C]
@@ -95,6 +109,7 @@ class _FoldedBatchNormConv1x1(torch.autograd.Function):
         b, c, h, w = x.shape
         n = b * h * w
         flat_x, flat_g = _pixels(x), _pixels(grad_out)  # [N, C], [N, K]
+        synced = type(ctx.from_batch) is int  # the global batch's statistics: global sums for dx
         compute, param = flat_g.dtype, weight.dtype  # bf16 under autocast; sums are kept in ``param``
         w2d = weight.flatten(1)  # [K, C]
         gram = (flat_g.t() @ flat_x.to(compute)).to(param)  # [K, C] = sum over pixels g_out x^T
@@ -104,9 +119,11 @@ class _FoldedBatchNormConv1x1(torch.autograd.Function):
         grad_x = flat_g @ w2d.to(compute)  # [N, C] = g_y
         grad_x.mul_(scale.to(compute))
         if ctx.from_batch:  # the statistics depend on x
-            k2 = -scale * invstd * gy_xhat / n  # [C]
+            total_xhat, total_sum = all_reduce_sums(gy_xhat, gy_sum) if synced else (gy_xhat, gy_sum)
+            n = ctx.from_batch if synced else n
+            k2 = -scale * invstd * total_xhat / n  # [C]
             grad_x.addcmul_(flat_x.to(compute), k2.to(compute))
-            grad_x.add_((-scale * gy_sum / n - k2 * mean).to(compute))
+            grad_x.add_((-scale * total_sum / n - k2 * mean).to(compute))
         grad_weight = (gram * scale + g_sum[:, None] * shift).view_as(weight)
         grad_x = grad_x.to(x.dtype).view(b, h, w, c).permute(0, 3, 1, 2)  # [B, C, h, w], channels last
         return grad_x, gy_xhat, gy_sum, grad_weight, g_sum, None, None, None
@@ -126,7 +143,7 @@ def batch_norm_conv1x1(x: torch.Tensor, norm: nn.Module, conv: nn.Conv2d) -> tor
     the statistics and weight sums in the norm's float32, as BatchNorm keeps them. Other norms or convs,
     affine-less norms and low-precision parameters take ``conv(norm(x))``.
     """
-    foldable = type(norm) is nn.BatchNorm2d and norm.affine and conv.kernel_size == (1, 1)
+    foldable = type(norm) in (nn.BatchNorm2d, SyncBatchNorm2d) and norm.affine and conv.kernel_size == (1, 1)
     foldable = (
         foldable and conv.groups == 1 and conv.bias is not None and norm.weight.dtype in FOLDABLE_DTYPES
     )

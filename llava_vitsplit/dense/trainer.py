@@ -9,6 +9,10 @@ position, log window and every process's RNG, so a killed run resumes exactly wh
 was (``dense.resume``): the same batches, augmentations and losses as an uninterrupted run, and
 ``log.jsonl`` cut back to that step. Evaluation runs on the main process at ``eval_interval`` and at the
 end; results go to ``<output_dir>/log.jsonl`` and ``eval.json``.
+
+On several processes (``accelerate launch --num_processes N``) every ``BatchNorm2d`` becomes a
+``SyncBatchNorm2d`` (``dense.sync_batchnorm``; the released configs' ``SyncBN``), each process takes its own
+``batch_size`` samples of the step's global batch, and the logged loss is the mean over the processes.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from llava_vitsplit.dense.resume import (
     rng_state,
     set_rng_state,
 )
+from llava_vitsplit.dense.sync_batchnorm import convert_sync_batchnorm
 from llava_vitsplit.dense.tasks import DenseTaskSpec, task_spec
 from llava_vitsplit.dense.validate import BadDataError, DataReport, cached_validation
 from llava_vitsplit.util.atomic import remove_stale_temporaries, write_json
@@ -277,7 +282,7 @@ class RunState:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.window["loss_sum"] += float(loss.detach())
+        self.window["loss_sum"] += float(self.accelerator.reduce(loss.detach(), reduction="mean"))
         self.window["count"] += 1
         if self.step % self.args.log_interval == 0 or self.step == self.max_iters:
             self.log_window()
@@ -333,6 +338,8 @@ def setup(args: TrainArgs) -> RunState:
     train_set, run.val_set = _checked_datasets(args, preset, accelerator, output, run.normalization)
 
     run.model, run.backbone = build_for_preset(preset, run.weights, run.normalization, source)
+    if accelerator.num_processes > 1:  # the released configs' SyncBN: statistics of the global batch
+        run.model = convert_sync_batchnorm(run.model)
     loader, sampler, generator = _resumable_loader(train_set, run.batch_size, args, run.seed, run.spec)
     run.optimizer = build_optimizer(run.model, preset, args.lr)
     run.scheduler = build_scheduler(

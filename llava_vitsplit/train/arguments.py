@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import transformers
 
 from llava_vitsplit.train.recipe_args import with_recipe
+from llava_vitsplit.train.step_guard import DEFAULT_MAX_NONFINITE
 
 # Built-in values of the preset-able model fields, used when neither the command line nor a preset sets them.
 MODEL_DEFAULTS = {
@@ -136,6 +137,12 @@ class TrainingArguments(transformers.TrainingArguments):
         default=None,
         metadata={"help": "Sets --gradient_accumulation_steps to this / (per-device batch x WORLD_SIZE)"},
     )
+    max_nonfinite_steps: int = field(
+        default=DEFAULT_MAX_NONFINITE,
+        metadata={
+            "help": "Stop after this many optimizer steps in a row with a non-finite loss or grad norm"
+        },
+    )
     output_dir: str = field(default="checkpoints/llava-vitsplit")
 
     def __post_init__(self):
@@ -143,6 +150,8 @@ class TrainingArguments(transformers.TrainingArguments):
             if not 0 <= self.warmup_ratio < 1:
                 raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
             self.warmup_steps = self.warmup_ratio
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps must be at least 1, got {self.max_nonfinite_steps}")
         super().__post_init__()
 
 

@@ -3,7 +3,8 @@
 ``connector_config.json`` holds the connector type, adapter settings, fusion output, feature layer and the
 vision/LLM widths, so stage 2 rebuilds exactly the same connector before loading the weights, and the
 parts' provenance (``train.provenance``: names, architectures, depths, image size, tower weights hash),
-so stage 2 refuses a connector trained for another tower or LLM unless told ``allow_mismatch``. Under ZeRO-3 the partitioned parameters are
+so stage 2 refuses a connector trained for another tower or LLM unless told ``allow_mismatch`` (the same
+parts at another path are accepted with a logged note). Under ZeRO-3 the partitioned parameters are
 gathered before saving, so the file never holds size-0 tensors. Files are written atomically.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from llava_vitsplit.train.provenance import part_provenance, provenance_mismatch
+from llava_vitsplit.train.provenance import part_provenance, provenance_mismatch, provenance_moved
 from llava_vitsplit.util.atomic import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -133,14 +134,25 @@ def load_connector(
     connector.load_state_dict(state, strict=True)
 
 
-def check_provenance(weights: Path, saved: dict, current: dict, allow_mismatch: bool) -> None:
-    differs = provenance_mismatch(saved, current)
-    if not differs:
-        return
-    lines = "\n".join(
-        f"  {key}: trained for {was!r}, this run has {now!r}" for key, (was, now) in differs.items()
+def _lines(differences: dict[str, tuple]) -> str:
+    return "\n".join(
+        f"  {key}: trained for {was!r}, this run has {now!r}" for key, (was, now) in differences.items()
     )
-    message = f"stage-1 connector {weights} was trained for other parts:\n{lines}"
+
+
+def check_provenance(weights: Path, saved: dict, current: dict, allow_mismatch: bool) -> None:
+    """Refuse a connector whose parts differ in content; a part that only moved is a logged note."""
+    differs, moved = provenance_mismatch(saved, current), provenance_moved(saved, current)
+    if not differs:
+        if moved:
+            logger.warning(
+                "stage-1 connector %s: the parts were read from other paths at stage 1, with the same "
+                "content (weights hash, architecture, depth, sizes, vocabulary); loading it:\n%s",
+                weights,
+                _lines(moved),
+            )
+        return
+    message = f"stage-1 connector {weights} was trained for other parts:\n{_lines({**differs, **moved})}"
     if not allow_mismatch:
         raise ValueError(f"{message}\nPass --allow_connector_mismatch True to load it anyway.")
     logger.warning("%s\nloading it anyway (--allow_connector_mismatch)", message)

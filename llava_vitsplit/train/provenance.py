@@ -5,8 +5,12 @@ size) into one LLM's embedding space; loaded next to another tower or LLM it tra
 nonsense. ``part_provenance`` records, next to the connector: the names or paths the tower and LLM came
 from (local paths made absolute), the tower's architecture, block count, effective depth, image and patch
 size, the LLM's architecture, depth and width, and a SHA-256 of the tower weights the connector reads
-(hashed as bfloat16, so a float32 and a bfloat16 load of the same checkpoint agree). ``provenance_mismatch``
-names every entry that differs.
+(hashed as bfloat16, so a float32 and a bfloat16 load of the same checkpoint agree).
+
+The content decides: ``provenance_mismatch`` names every content entry that differs (weights hash,
+architectures, depths, sizes, vocabulary). The names or paths (``SOURCE_KEYS``) only say where the parts
+were read from: the same folders copied to another cluster or home directory hold the same parts, so
+``provenance_moved`` reports them apart, for a logged note rather than a refusal.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import torch
 
 TOWER_HASH = "vision_weights_sha256"
+SOURCE_KEYS = ("vision_tower", "language_model")  # where the parts were read from, not what they are
 
 
 def source_name(name_or_path: str) -> str:
@@ -56,13 +61,22 @@ def part_provenance(model, vision_tower: str, language_model: str) -> dict:
     }
 
 
-def provenance_mismatch(saved: dict, current: dict) -> dict[str, tuple]:
-    """``{key: (saved, current)}`` for every provenance entry that differs (or was not recorded)."""
+def _differences(saved: dict, current: dict, keys) -> dict[str, tuple]:
     return {
-        key: (saved.get(key, "(not recorded)"), value)
-        for key, value in current.items()
-        if _comparable(saved.get(key)) != _comparable(value)
+        key: (saved.get(key, "(not recorded)"), current[key])
+        for key in keys
+        if _comparable(saved.get(key)) != _comparable(current[key])
     }
+
+
+def provenance_mismatch(saved: dict, current: dict) -> dict[str, tuple]:
+    """``{key: (saved, current)}`` for every content entry that differs (or was not recorded)."""
+    return _differences(saved, current, [key for key in current if key not in SOURCE_KEYS])
+
+
+def provenance_moved(saved: dict, current: dict) -> dict[str, tuple]:
+    """``{key: (saved, current)}`` for each part read from another name or path than at stage 1."""
+    return _differences(saved, current, [key for key in SOURCE_KEYS if key in current])
 
 
 def _comparable(value):

@@ -9,6 +9,11 @@ Stage 1 (``--tune_mm_mlp_adapter True --version plain``) writes ``connector.safe
 Before the model is built, ``OUTPUT_DIR`` is created and proven writable and ``IMAGE_FOLDER`` must exist;
 once it is built, the disk must hold one checkpoint. The final model is written under
 ``OUTPUT_DIR/.staging/final`` and moved in file by file, its config last.
+
+Exit codes: 0 done; 1 failed (on one rank: every rank stops within seconds and logs that rank's error,
+``util.rank_failure``); 75 (``EXIT_PREEMPTED``) stopped on SIGTERM/SIGUSR1 after writing a checkpoint,
+requeue with ``--resume_from_checkpoint latest``; 3 (``EXIT_NONFINITE``) stopped after
+``--max_nonfinite_steps`` non-finite steps in a row (``train.step_guard``), no final model written.
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from transformers.trainer_utils import get_last_checkpoint
+
 from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset, check_image_folder, describe_problems
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
+from llava_vitsplit.train.faults import FaultyCollator
 from llava_vitsplit.train.model_setup import setup_model, stage_of
 from llava_vitsplit.train.provenance import part_provenance
+from llava_vitsplit.train.step_guard import EXIT_NONFINITE, EXIT_PREEMPTED, WithSampleIds
 from llava_vitsplit.train.storage import (
     check_free_space,
     checkpoint_bytes,
@@ -33,9 +42,12 @@ from llava_vitsplit.train.storage import (
     reporting_full_disk,
 )
 from llava_vitsplit.train.trainer import STAGING_DIR, LlavaViTSplitTrainer
+from llava_vitsplit.util.atomic import write_atomic
+from llava_vitsplit.util.rank_failure import stopping_every_rank_on_failure
 
 logger = logging.getLogger("llava_vitsplit.train")
 FINAL_STAGING = "final"  # the final model is written under <output_dir>/.staging/final first
+RANK0_PID = "rank0.pid"  # rank 0's process id while it trains (removed when it ends)
 LOADABLE_MARKERS = ("config.json", "adapter_config.json")  # written last: their presence means complete
 
 
@@ -55,11 +67,31 @@ def full_weights_while_building(training_args):
             set_hf_deepspeed_config(hf_ds_config)
 
 
-def _resume_target(value):
+@contextmanager
+def rank0_pid_file(out: Path, is_rank0: bool):
+    """``OUTPUT_DIR/rank0.pid`` while rank 0 trains: a job script's signal trap sends SIGUSR1 there (one
+    rank receiving it is enough, ``train.step_guard``)."""
+    if is_rank0:
+        write_atomic(out / RANK0_PID, lambda p: p.write_text(f"{os.getpid()}\n"))
+    try:
+        yield
+    finally:
+        if is_rank0:
+            (out / RANK0_PID).unlink(missing_ok=True)
+
+
+def resume_target(value, out: Path):
+    """What ``--resume_from_checkpoint`` resumes: a path, or for ``latest``/``true`` the newest checkpoint of
+    ``out``, or nothing when it has none yet (the first run of a job that is requeued with the same line)."""
     if value is None or str(value).lower() in ("", "false", "none"):
         return None
     if str(value).lower() in ("true", "latest"):
-        return True
+        last = get_last_checkpoint(str(out))
+        if last is None:
+            logger.warning(
+                "--resume_from_checkpoint %s: no checkpoint in %s yet, starting at step 0", value, out
+            )
+        return last
     return value
 
 
@@ -95,17 +127,23 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
         require_image=stage == "pretrain",
         max_images_per_sample=data_args.max_images_per_sample,
     )
+    collator = WithSampleIds(SupervisedCollator(pad_token_id=processor.tokenizer.pad_token_id))
     trainer = LlavaViTSplitTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=SupervisedCollator(pad_token_id=processor.tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=processor,
     )
-    trainer.train(resume_from_checkpoint=_resume_target(training_args.resume_from_checkpoint))
+    if trainer.fault is not None:
+        trainer.data_collator = FaultyCollator(collator, trainer.fault)
+    with rank0_pid_file(out, trainer.is_world_process_zero()):
+        trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, out))
     trainer.save_state()
     if dataset.problems:
         logger.warning("skipped samples (this process): %s", describe_problems(dataset.problems))
+    if trainer.step_guard.outcome is not None:  # preempted (checkpoint written) or stopped non-finite
+        return trainer
 
     if stage == "pretrain":
         with reporting_full_disk(out, "the stage-1 connector"):
@@ -150,8 +188,9 @@ def publish_folder(staging: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(argv)
-    return 0
+    """Train; an exception stops every rank (exit 1); see the module docstring for the other codes."""
+    trainer = stopping_every_rank_on_failure(lambda: train(argv))
+    return {"preempted": EXIT_PREEMPTED, "nonfinite": EXIT_NONFINITE}.get(trainer.step_guard.outcome, 0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The transformers ``Trainer`` with the three things LLaVA-style training needs on top of it.
+"""The transformers ``Trainer`` with what LLaVA-style training on a cluster needs on top of it.
 
 - ``--group_by_modality_length``: the modality/length-grouped sampler (one optimizer step = one modality).
 - Learning-rate groups: the connector can get its own lr (``--mm_projector_lr``) and the ViT-Split task
@@ -10,6 +10,11 @@
   ``<output_dir>/checkpoint-N`` only when complete, so a run killed while saving never leaves a partial
   ``checkpoint-N`` for ``--resume_from_checkpoint`` to trip over. A save that fails for lack of space
   raises "no space left on <output_dir>", removes its partial copy and keeps the last good checkpoint.
+- The step guard (``train.step_guard``): preemption signals and non-finite losses or gradient norms,
+  decided by all ranks together at each optimizer step; ``compute_loss`` feeds it each micro-batch's loss
+  and sample ids (the ``sample_ids`` batch entry, never passed to the model) and gives a non-finite loss a
+  NaN gradient, so that DeepSpeed's own check skips the step too.
+- Fault injection (``train.faults``, ``LLAVA_VITSPLIT_FAULT``) for the recovery tests.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import logging
 import os
 import shutil
 
+import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
 from llava_vitsplit.data.sampler import ModalityLengthGroupedSampler
 from llava_vitsplit.stages import lr_group_modules
+from llava_vitsplit.train.faults import configured_fault, inject_in_save, inject_in_step
+from llava_vitsplit.train.step_guard import DEFAULT_MAX_NONFINITE, StepGuard
 from llava_vitsplit.train.storage import NoSpaceLeft, reporting_full_disk
 
 logger = logging.getLogger(__name__)
@@ -32,6 +40,22 @@ LR_KINDS = ("task_head", "offset", "connector")  # the most specific first: a ta
 
 
 class LlavaViTSplitTrainer(Trainer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fault = configured_fault()
+        self.step_guard = StepGuard(self, getattr(self.args, "max_nonfinite_steps", DEFAULT_MAX_NONFINITE))
+        self.add_callback(self.step_guard)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        sample_ids = inputs.pop("sample_ids", [])
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        loss = inject_in_step(self.fault, self.state.global_step + 1, loss)
+        self.step_guard.saw_micro_batch(loss, sample_ids)
+        if not bool(torch.isfinite(loss.detach()).all()):
+            loss = loss * float("nan")  # NaN gradients: every backend's non-finite check skips the step
+        return (loss, *result[1:]) if return_outputs else loss
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if getattr(self.args, "group_by_modality_length", False) and hasattr(dataset, "modality_lengths"):
@@ -122,6 +146,7 @@ class LlavaViTSplitTrainer(Trainer):
         self._staging_root = staging_root
         try:
             with reporting_full_disk(run_dir, name):
+                inject_in_save(self.fault, self.state.global_step)
                 super()._save_checkpoint(model, trial)
         except NoSpaceLeft as err:
             if self.args.should_save:

@@ -78,36 +78,36 @@ def main(argv: list[str]) -> int:
     if missing:
         parser().error(f"missing {', '.join(missing)}")
     from llava_vitsplit.dense.trainer import TrainArgs, train
+    from llava_vitsplit.util.rank_failure import stopping_every_rank_on_failure
 
     preset = load_preset(args.preset)
     if args.schedule:
         preset = preset.replace(schedule=args.schedule)
-    result = train(
-        TrainArgs(
-            preset=preset,
-            data_root=args.data_root,
-            output_dir=args.output_dir,
-            backbone_weights=args.backbone_weights,
-            layout=args.layout,
-            train_split=args.train_split,
-            val_split=args.val_split or None,
-            max_iters=args.max_iters,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            num_workers=args.num_workers,
-            mixed_precision=args.mixed_precision,
-            cpu=args.cpu,
-            eval_interval=args.eval_interval,
-            max_eval_images=args.max_eval_images,
-            save_interval=args.save_interval,
-            keep_checkpoints=args.keep_checkpoints,
-            log_interval=args.log_interval,
-            seed=args.seed,
-            resume=not args.no_resume,
-            grad_clip=args.grad_clip,
-            skip_bad_samples=args.skip_bad_samples,
-        )
+    train_args = TrainArgs(
+        preset=preset,
+        data_root=args.data_root,
+        output_dir=args.output_dir,
+        backbone_weights=args.backbone_weights,
+        layout=args.layout,
+        train_split=args.train_split,
+        val_split=args.val_split or None,
+        max_iters=args.max_iters,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_workers=args.num_workers,
+        mixed_precision=args.mixed_precision,
+        cpu=args.cpu,
+        eval_interval=args.eval_interval,
+        max_eval_images=args.max_eval_images,
+        save_interval=args.save_interval,
+        keep_checkpoints=args.keep_checkpoints,
+        log_interval=args.log_interval,
+        seed=args.seed,
+        resume=not args.no_resume,
+        grad_clip=args.grad_clip,
+        skip_bad_samples=args.skip_bad_samples,
     )
+    result = stopping_every_rank_on_failure(lambda: train(train_args))
     if result:
         print(json.dumps({k: v for k, v in result.items() if k != "IoU"}))
     return 0
