@@ -116,6 +116,19 @@ def test_server_answers_a_chat_request_with_an_image(server):
     assert reply["usage"]["prompt_tokens"] > 16  # the 4x4 grid's 16 image tokens are in the prompt
     assert "--host 127.0.0.1" in log.read_text()  # loopback only without --public
 
+    two = [{"type": "image_url", "image_url": {"url": data_url(shape_image(k))}} for k in (1, 2)]
+    body["messages"][0]["content"] = [*two, body["messages"][0]["content"][1]]  # the same question
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        reply_two = json.loads(response.read())
+    assert reply_two["choices"][0]["message"]["content"].strip() == "yes"
+    assert reply_two["usage"]["prompt_tokens"] - reply["usage"]["prompt_tokens"] >= 16  # a second grid
+    assert '--limit-mm-per-prompt {"image": 32}' in log.read_text()  # 512 tokens / 16 per image
+
 
 def write_tiny_vqa_task(task_dir: Path) -> list[str]:
     """A 4-question yes/no task (parquet with images) scored by exact match; returns the targets."""
