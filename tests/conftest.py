@@ -14,6 +14,16 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def record_index_dir(tmp_path_factory):
+    """Data-file indexes go to a temporary folder, not next to the shipped test data (scripts inherit it)."""
+    from llava_vitsplit.data.record_index import INDEX_DIR_ENV
+
+    if not os.environ.get(INDEX_DIR_ENV):
+        os.environ[INDEX_DIR_ENV] = str(tmp_path_factory.mktemp("record_index"))
+    return os.environ[INDEX_DIR_ENV]
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread for a module of tiny models: they gain nothing from more, and threads thrash

@@ -165,7 +165,7 @@ def test_dataset_skips_and_counts_every_bad_sample(tmp_path, image_dir, processo
         path, processor, image_folder=image_dir, template="vicuna_v1", model_max_length=120
     )
     assert len(ds) == 9  # the invalid JSON line and the record without conversations are left out
-    ids = [s.id for s in ds.samples]
+    ids = [ds.sample(i).id for i in range(len(ds))]
     items = [ds[i] for i in range(len(ds))]  # never raises
     for item in items:
         assert (item["labels"] != IGNORE_INDEX).any()

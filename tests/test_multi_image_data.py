@@ -111,7 +111,7 @@ def dataset(path, processor, **options):
 def test_dataset_items_carry_one_image_per_tag_in_order(multi_file, tiny_checkpoint):
     _, _, processor = tiny_checkpoint
     ds = dataset(multi_file, processor)
-    assert [s.id for s in ds.samples] == ["one", "three", "text", "two"]
+    assert [ds.sample(i).id for i in range(len(ds))] == ["one", "three", "text", "two"]
     assert dict(ds.problems) == {"bad_image_tag": 1}
     n = ds.num_image_tokens
     three = ds[1]
@@ -124,14 +124,14 @@ def test_dataset_items_carry_one_image_per_tag_in_order(multi_file, tiny_checkpo
         torch.testing.assert_close(three["pixel_values"][i], single(load_image(SHIPPED_DATA / name, "x")))
     assert "pixel_values" not in ds[2] and ds[0]["pixel_values"].shape == (1, 3, 56, 56)
     lengths = ds.modality_lengths
-    assert lengths[1] == ds.samples[1].num_words + 3 * n and lengths[0] == ds.samples[0].num_words + n
+    assert lengths[1] == ds.sample(1).num_words + 3 * n and lengths[0] == ds.sample(0).num_words + n
     assert lengths[2] < 0
 
 
 def test_max_images_per_sample_skips_with_the_usual_accounting(multi_file, tiny_checkpoint):
     _, _, processor = tiny_checkpoint
     ds = dataset(multi_file, processor, max_images_per_sample=2)
-    assert [s.id for s in ds.samples] == ["one", "text", "two"]
+    assert [ds.sample(i).id for i in range(len(ds))] == ["one", "text", "two"]
     assert dict(ds.problems) == {"bad_image_tag": 1, "too_many_images": 1}
     with pytest.raises(
         ValueError, match=r"2 bad record\(s\)[\s\S]*record 2: sample 'three': too_many_images"

@@ -84,12 +84,7 @@ def load_located_records(path: str | Path) -> list[tuple[str, Any]]:
         for line_no, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
-            try:
-                records.append((where, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                # Kept as a raw string so the dataset reports it with its line instead of failing the file.
-                records.append((where, _BadLine(f"{path.name}:{line_no}", str(exc))))
+            records.append((f"{path}:{line_no}", decode_jsonl_line(line, path, line_no)))
         return records
     try:
         data = json.loads(text)
@@ -98,6 +93,15 @@ def load_located_records(path: str | Path) -> list[tuple[str, Any]]:
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return [(f"{path} record {index + 1}", record) for index, record in enumerate(data)]
+
+
+def decode_jsonl_line(line: str | bytes, path: Path, line_no: int) -> Any:
+    """The record on one JSONL line; an unparsable line becomes a ``_BadLine`` that ``parse_record``
+    reports with its file and line (a bad line never fails the whole file)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return _BadLine(f"{path.name}:{line_no}", str(exc))
 
 
 def load_records(path: str | Path) -> list[Any]:

@@ -3,6 +3,8 @@
 Checks every record's structure, decodes every image fully, and (given the tokenizer and vision tower,
 or a processor) renders and tokenizes every sample with the chosen template and ``model_max_length``.
 Prints one line per problem (sample id, kind, detail) and a summary; exits 1 when anything is wrong.
+``--data_path mix.yaml`` checks every record of every source of a mixture with the source's image folder
+and template (all records, not the training draw); a problem in the mixture file itself exits 1 too.
 
     llava-vitsplit validate-data --data_path train.json --image_folder images/ \\
         --model_name_or_path lmsys/vicuna-7b-v1.5 --vision_tower openai/clip-vit-large-patch14-336 \\
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from llava_vitsplit.data.encoding import encode
 from llava_vitsplit.data.images import load_image
+from llava_vitsplit.data.mixture import DataSource, is_mixture, load_mixture
 from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, load_records, parse_record
 from llava_vitsplit.data.templates import TEMPLATES, get_template
 
@@ -58,45 +61,61 @@ def validate_data(
     model_max_length: int | None = None,
     max_images_per_sample: int | None = None,
 ) -> ValidationReport:
-    """Check every record (and, with a processor, its tokenization); never raises on a bad sample."""
+    """Check every record (and, with a processor, its tokenization); never raises on a bad sample.
+
+    ``data_paths`` may be one mixture file: every record of every source is checked, with the source's
+    image folder and template (a problem in the mixture file itself raises ``ValueError``).
+    """
     report = ValidationReport()
-    template_obj = get_template(template)
-    num_image_tokens = image_token_id = None
+    tokens = (None, None)
     if processor is not None:
         from llava_vitsplit.data.dataset import count_image_tokens
 
-        num_image_tokens = count_image_tokens(processor)
-        image_token_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_TAG)
-    folder = Path(image_folder) if image_folder else None
-    for path in data_paths:
-        try:
-            records = load_records(path)
-        except (ValueError, OSError) as err:  # a whole-file problem is a finding; the other files go on
-            report.problems.append(DataProblem(str(path), "bad_file", str(err)))
-            continue
-        for index, record in enumerate(records):
-            report.num_records += 1
-            try:
-                sample = parse_record(record, index, max_images_per_sample)
-                if sample.images:
-                    report.num_images += 1
-                    for image in sample.images:
-                        load_image(folder / image if folder else Path(image), sample.id)
-                else:
-                    report.num_text_only += 1
-                if processor is not None:
-                    rendered = template_obj.render(sample, processor.tokenizer)
-                    encode(
-                        rendered,
-                        processor.tokenizer,
-                        image_token_id=image_token_id,
-                        num_image_tokens=num_image_tokens,
-                        max_length=model_max_length,
-                        sample_id=sample.id,
-                    )
-            except DataProblem as problem:
-                report.problems.append(problem)
+        tokens = (processor.tokenizer.convert_tokens_to_ids(IMAGE_TAG), count_image_tokens(processor))
+    if len(data_paths) == 1 and is_mixture(data_paths[0]):
+        sources = load_mixture(data_paths[0], image_folder)
+    else:
+        sources = [
+            DataSource("data", tuple(Path(p) for p in data_paths), image_folder and Path(image_folder))
+        ]
+    for source in sources:
+        template_obj = get_template(source.template or template)
+        for path in source.files:
+            limits = (model_max_length, max_images_per_sample)
+            _check_file(report, path, source.image_folder, template_obj, processor, tokens, limits)
     return report
+
+
+def _check_file(report, path, folder, template_obj, processor, tokens, limits) -> None:
+    """Add one data file's records and problems to ``report``; ``tokens``: (image token id, count),
+    ``limits``: (model_max_length, max_images_per_sample)."""
+    model_max_length, max_images = limits
+    try:
+        records = load_records(path)
+    except (ValueError, OSError) as err:  # a whole-file problem is a finding; the other files go on
+        report.problems.append(DataProblem(str(path), "bad_file", str(err)))
+        return
+    for index, record in enumerate(records):
+        report.num_records += 1
+        try:
+            sample = parse_record(record, index, max_images)
+            if sample.images:
+                report.num_images += 1
+                for image in sample.images:
+                    load_image(folder / image if folder else Path(image), sample.id)
+            else:
+                report.num_text_only += 1
+            if processor is not None:
+                encode(
+                    template_obj.render(sample, processor.tokenizer),
+                    processor.tokenizer,
+                    image_token_id=tokens[0],
+                    num_image_tokens=tokens[1],
+                    max_length=model_max_length,
+                    sample_id=sample.id,
+                )
+        except DataProblem as problem:
+            report.problems.append(problem)
 
 
 def _load_processor(args):
@@ -119,7 +138,9 @@ def _load_processor(args):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llava-vitsplit validate-data", description=__doc__.split("\n")[0])
-    parser.add_argument("--data_path", nargs="+", required=True, help="LLaVA .json / .jsonl file(s)")
+    parser.add_argument(
+        "--data_path", nargs="+", required=True, help="LLaVA .json / .jsonl file(s), or one mixture file"
+    )
     parser.add_argument(
         "--image_folder", default=None, help="folder the records' 'image' paths are relative to"
     )
@@ -144,14 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
 
-    report = validate_data(
-        args.data_path,
-        args.image_folder,
-        _load_processor(args),
-        args.version,
-        args.model_max_length,
-        args.max_images_per_sample,
-    )
+    try:
+        report = validate_data(
+            args.data_path,
+            args.image_folder,
+            _load_processor(args),
+            args.version,
+            args.model_max_length,
+            args.max_images_per_sample,
+        )
+    except (ValueError, FileNotFoundError) as err:  # the mixture file itself is wrong
+        print(err)
+        return 1
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -92,7 +92,10 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    data_path: str = field(default=None, metadata={"help": "LLaVA .json/.jsonl file(s), comma-separated"})
+    data_path: str = field(
+        default=None,
+        metadata={"help": "LLaVA .json/.jsonl file(s), comma-separated, or one mixture .yaml/.json file"},
+    )
     image_folder: str | None = field(default=None)
     image_aspect_ratio: str | None = field(default=None, metadata={"help": "pad | resize"})
     strict_data: bool = field(default=False, metadata={"help": "Stop on the first bad sample"})

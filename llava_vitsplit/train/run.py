@@ -6,8 +6,10 @@ Stage 1 (``--tune_mm_mlp_adapter True --version plain``) writes ``connector.safe
 ``--lora_enable True`` writes the LoRA adapter (plus the connector) for ``llava-vitsplit merge-lora``.
 ``--resume_from_checkpoint DIR|latest`` continues a killed run where its last checkpoint left off.
 
-Before the model is built, ``OUTPUT_DIR`` is created and proven writable and ``IMAGE_FOLDER`` must exist;
-once it is built, the disk must hold one checkpoint. The final model is written under
+Before the model is built, ``OUTPUT_DIR`` is created and proven writable, and the data files and image
+folders (of ``DATA_PATH``, or of each source of a mixture file) must exist; once it is built, the disk
+must hold one checkpoint. ``OUTPUT_DIR/data_mixture.json`` records how many samples each data source
+gave (a resumed run must draw the same). The final model is written under
 ``OUTPUT_DIR/.staging/final`` and moved in file by file, its config last.
 
 Exit codes: 0 done; 1 failed (on one rank: every rank stops within seconds and logs that rank's error,
@@ -28,7 +30,8 @@ from pathlib import Path
 from transformers.trainer_utils import get_last_checkpoint
 
 from llava_vitsplit.data.collator import SupervisedCollator
-from llava_vitsplit.data.dataset import LazySupervisedDataset, check_image_folder, describe_problems
+from llava_vitsplit.data.dataset import LazySupervisedDataset, describe_problems
+from llava_vitsplit.data.mixture import record_draw, resolve_sources
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.faults import FaultyCollator
@@ -104,7 +107,8 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     training_args.remove_unused_columns = False  # items carry pixel_values the model takes by name
     stage = stage_of(model_args, training_args)
     out = prepare_output_dir(training_args.output_dir)  # before anything is built or trained
-    check_image_folder(data_args.image_folder)
+    # Data files, image folders and a mixture's sources are checked before the model is built.
+    sources = resolve_sources(data_args.data_paths, data_args.image_folder, templates=stage != "pretrain")
     if training_args.should_save:
         shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
 
@@ -118,15 +122,18 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
             else None
         )
     dataset = LazySupervisedDataset(
-        data_args.data_paths,
+        sources,
         processor,
         image_folder=data_args.image_folder,
         template=version,
         model_max_length=training_args.model_max_length,
         strict=data_args.strict_data,
         require_image=stage == "pretrain",
+        seed=training_args.seed if training_args.data_seed is None else training_args.data_seed,
         max_images_per_sample=data_args.max_images_per_sample,
     )
+    resume = resume_target(training_args.resume_from_checkpoint, out)
+    record_draw(out, dataset.mixture, resume is not None, write=training_args.should_save)
     collator = WithSampleIds(SupervisedCollator(pad_token_id=processor.tokenizer.pad_token_id))
     trainer = LlavaViTSplitTrainer(
         model=model,
@@ -138,7 +145,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     if trainer.fault is not None:
         trainer.data_collator = FaultyCollator(collator, trainer.fault)
     with rank0_pid_file(out, trainer.is_world_process_zero()):
-        trainer.train(resume_from_checkpoint=resume_target(training_args.resume_from_checkpoint, out))
+        trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
     if dataset.problems:
         logger.warning("skipped samples (this process): %s", describe_problems(dataset.problems))
