@@ -1,7 +1,7 @@
 """Conversation templates: render a ``Sample`` to one string plus the character spans to learn.
 
-- ``plain`` (stage 1, LLaVA's pre-training format): ``<image>`` + caption + ``"\\n"``; the user text is
-  dropped and the caption with its closing newline is the target.
+- ``plain`` (stage 1, LLaVA's pre-training format): ``<image>`` (one per image) + caption + ``"\\n"``; the
+  user text is dropped and the caption with its closing newline is the target.
 - ``vicuna_v1`` (stage 2): ``SYSTEM USER: <image>\\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>``;
   each reply with the space before it and its end token (the tokenizer's EOS text) are targets: the
   inference prompt ends at ``ASSISTANT:``, so every token after it is the model's to generate. The text is byte-identical to the
@@ -48,7 +48,7 @@ class PlainTemplate(Template):
                 "bad_template_input",
                 f"'plain' needs one question and one caption, got {len(sample.turns)} turns",
             )
-        prefix = IMAGE_TAG if sample.image is not None else ""
+        prefix = IMAGE_TAG * len(sample.images)  # the user text (and where its tags were) is dropped
         text = prefix + sample.turns[1].text + "\n"
         return Rendered(text, [(len(prefix), len(text))])
 

@@ -3,7 +3,7 @@
 Rendered text: ``SYSTEM USER: <image>\\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:`` — the system prompt and
 each user turn are followed by a space, each assistant reply by ``</s>`` (the tokenizer's EOS text).
 Message content may be a string or a list of parts (``{"type": "image"}``, ``{"type": "text", ...}``);
-image parts render as ``<image>\\n`` before the text.
+image parts render as ``<image>\\n`` where they are (``place_image_tags`` is the same rule on a string).
 """
 
 # LLaVA-1.5's suffix for short-answer VQA questions (VQAv2, GQA, POPE, VizWiz; its training mix uses it too).
@@ -35,3 +35,18 @@ VICUNA_V1_CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
+
+
+def place_image_tags(text: str, num_images: int, image_token: str = "<image>") -> str:
+    """A user turn's text with one ``image_token`` per image, as training and inference both render it.
+
+    Text that already holds ``num_images`` tags is kept as written (the i-th tag is the i-th image);
+    text without tags gets ``image_token + "\\n"`` per image in front, as ``num_images`` image parts
+    before a text part render. Any other tag count raises ``ValueError``.
+    """
+    found = text.count(image_token)
+    if found == num_images:
+        return text
+    if found == 0:
+        return f"{image_token}\n" * num_images + text
+    raise ValueError(f"{num_images} image(s) but {found} {image_token} tag(s) in the text")
