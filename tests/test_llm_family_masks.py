@@ -63,7 +63,7 @@ def encode_turns(spec, tokenizer, turns, system=None, max_length=None):
     segments = spec.segments(messages_of(turns, system), tokenizer)
     text = "".join(t for t, _ in segments)
     rendered = FamilyTemplate(spec).render(
-        Sample("s", "x.png", tuple(Turn(r, t) for r, t in turns)), tokenizer
+        Sample("s", ("x.png",), tuple(Turn(r, t) for r, t in turns)), tokenizer
     )
     if system is not None:  # records carry no system turn: render the system prompt through the spec
         starts = [len("".join(t for t, _ in segments[:i])) for i in range(len(segments))]
@@ -145,7 +145,7 @@ def test_qwen3_multi_turn_trains_every_reply_without_supervising_the_empty_think
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     template = get_template("auto", family="qwen3")
     for turns in (ONE_TURN, MULTI_TURN):
-        sample = Sample("q", "x.png", tuple(Turn(r, t) for r, t in turns))
+        sample = Sample("q", ("x.png",), tuple(Turn(r, t) for r, t in turns))
         rendered = template.render(sample, tokenizer)
         targets = [rendered.text[a:b] for a, b in rendered.targets]
         assert targets == [t + "<|im_end|>" for r, t in turns if r == "assistant"]

@@ -1,7 +1,7 @@
 """Conversation templates: render a ``Sample`` to one string plus the character spans to learn.
 
-- ``plain`` (stage 1, LLaVA's pre-training format): ``<image>`` + caption + ``"\\n"``; the user text is
-  dropped and the caption with its closing newline is the target.
+- ``plain`` (stage 1, LLaVA's pre-training format): ``<image>`` (one per image) + caption + ``"\\n"``; the
+  user text is dropped and the caption with its closing newline is the target.
 - a registered LLM family (``vicuna_v1``, ``llama3``, ``qwen2_5``, ``qwen3``, ``gemma3``, ``smollm2``;
   ``llava_vitsplit/llms``), and ``auto``: the LLM's own family, stage 2's default. The family's renderer
   writes the bytes its released chat template renders (the template the processor saves for inference)
@@ -48,7 +48,7 @@ class PlainTemplate(Template):
                 "bad_template_input",
                 f"'plain' needs one question and one caption, got {len(sample.turns)} turns",
             )
-        prefix = IMAGE_TAG if sample.image is not None else ""
+        prefix = IMAGE_TAG * len(sample.images)  # the user text (and where its tags were) is dropped
         text = prefix + sample.turns[1].text + "\n"
         return Rendered(text, [(len(prefix), len(text))])
 

@@ -59,6 +59,7 @@ def validate_data(
     processor=None,
     template: str = "auto",
     model_max_length: int | None = None,
+    max_images_per_sample: int | None = None,
 ) -> ValidationReport:
     """Check every record (and, with a processor, its tokenization); never raises on a bad sample.
 
@@ -81,12 +82,15 @@ def validate_data(
     for source in sources:
         template_obj = get_template(source.template or template, family) if processor is not None else None
         for path in source.files:
-            _check_file(report, path, source.image_folder, template_obj, processor, tokens, model_max_length)
+            limits = (model_max_length, max_images_per_sample)
+            _check_file(report, path, source.image_folder, template_obj, processor, tokens, limits)
     return report
 
 
-def _check_file(report, path, folder, template_obj, processor, tokens, model_max_length) -> None:
-    """Add one data file's records and problems to ``report``; ``tokens``: (image token id, count)."""
+def _check_file(report, path, folder, template_obj, processor, tokens, limits) -> None:
+    """Add one data file's records and problems to ``report``; ``tokens``: (image token id, count),
+    ``limits``: (model_max_length, max_images_per_sample)."""
+    model_max_length, max_images = limits
     try:
         records = load_records(path)
     except (ValueError, OSError) as err:  # a whole-file problem is a finding; the other files go on
@@ -95,10 +99,11 @@ def _check_file(report, path, folder, template_obj, processor, tokens, model_max
     for index, record in enumerate(records):
         report.num_records += 1
         try:
-            sample = parse_record(record, index)
-            if sample.image is not None:
+            sample = parse_record(record, index, max_images)
+            if sample.images:
                 report.num_images += 1
-                load_image(folder / sample.image if folder else Path(sample.image), sample.id)
+                for image in sample.images:
+                    load_image(folder / image if folder else Path(image), sample.id)
             else:
                 report.num_text_only += 1
             if processor is not None:
@@ -151,13 +156,24 @@ def main(argv: list[str] | None = None) -> int:
         "--version", default="auto", choices=template_names(), help="conversation template (auto: the LLM's)"
     )
     parser.add_argument("--model_max_length", type=int, default=2048)
+    parser.add_argument(
+        "--max_images_per_sample",
+        type=int,
+        default=None,
+        help="report records with more images than this (as training with the same option skips them)",
+    )
     parser.add_argument("--image_aspect_ratio", default="pad", choices=["pad", "resize"])
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
 
     try:
         report = validate_data(
-            args.data_path, args.image_folder, _load_processor(args), args.version, args.model_max_length
+            args.data_path,
+            args.image_folder,
+            _load_processor(args),
+            args.version,
+            args.model_max_length,
+            args.max_images_per_sample,
         )
     except (ValueError, FileNotFoundError) as err:  # the mixture file itself is wrong
         print(err)

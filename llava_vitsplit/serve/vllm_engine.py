@@ -3,8 +3,10 @@
 :class:`VLLMEngine` takes what :func:`~llava_vitsplit.serve.generation.generate_batch` takes (rendered
 prompts, their images in prompt order, :class:`GenerationSettings`) and returns the same replies: vLLM's
 greedy decoding equals transformers' ``generate`` on the same checkpoint in fp32. Each prompt's images
-are the next ``prompt.count("<image>")`` of ``images``, as the processor pairs them. The dtype follows the
-transformers path (:func:`~llava_vitsplit.serve.loading.resolve_dtype`: fp32 on CPU, bf16 on CUDA).
+are the next ``prompt.count("<image>")`` of ``images``, as the processor pairs them (one or several). The dtype
+follows the transformers path (:func:`~llava_vitsplit.serve.loading.resolve_dtype`: fp32 on CPU, bf16 on
+CUDA). vLLM's per-prompt image limit (``limit_mm_per_prompt``, 999 by default) comes from the model:
+:func:`images_per_prompt`, as many images as its context holds.
 
 vLLM (``make vllm``) loads this package's plugin in each of its processes; imported only where it is installed.
 """
@@ -24,6 +26,21 @@ from llava_vitsplit.serve.loading import check_checkpoint, resolve_device, resol
 def vllm_dtype(dtype: str | None) -> str:
     """The ``--dtype`` for vLLM that the transformers path would use on this machine (``float32``, ...)."""
     return str(resolve_dtype(dtype, resolve_device("auto"))).removeprefix("torch.")
+
+
+def images_per_prompt(model: str, max_model_len: int | None = None) -> int:
+    """How many images one prompt of checkpoint ``model`` can hold: its context over one image's tokens.
+
+    The context is ``max_model_len`` when given, else the LLM's ``max_position_embeddings``; one image is
+    ``count_image_tokens(processor)`` tokens (576 for CLIP-L/336: LLaVA-1.5-7B's 4096 hold 7). At least 1.
+    """
+    from transformers import AutoConfig, AutoProcessor
+
+    import llava_vitsplit  # noqa: F401  (registers the llava_vitsplit config and processor)
+    from llava_vitsplit.data.dataset import count_image_tokens
+
+    context = max_model_len or AutoConfig.from_pretrained(model).text_config.max_position_embeddings
+    return max(1, context // count_image_tokens(AutoProcessor.from_pretrained(model)))
 
 
 def sampling_params(settings: GenerationSettings):
@@ -71,6 +88,8 @@ class VLLMEngine:
 
         check_checkpoint(model)
         engine_options.setdefault("seed", 0)
+        limit = images_per_prompt(model, engine_options.get("max_model_len"))
+        engine_options.setdefault("limit_mm_per_prompt", {"image": limit})
         llm = LLM(model=model, dtype=vllm_dtype(dtype), **engine_options)
         return cls(llm=llm, processor=AutoProcessor.from_pretrained(model))
 

@@ -102,6 +102,10 @@ class DataArguments:
     image_folder: str | None = field(default=None)
     image_aspect_ratio: str | None = field(default=None, metadata={"help": "pad | resize"})
     strict_data: bool = field(default=False, metadata={"help": "Stop on the first bad sample"})
+    max_images_per_sample: int | None = field(
+        default=None,
+        metadata={"help": "Skip (count as too_many_images) records with more images; default: no limit"},
+    )
     lazy_preprocess: bool = field(default=True, metadata={"help": "Accepted for LLaVA scripts; always lazy"})
     is_multimodal: bool = field(default=True, metadata={"help": "Accepted for LLaVA scripts"})
 
@@ -168,4 +172,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if not data_args.data_paths:
         parser.error("--data_path is required")
+    if data_args.max_images_per_sample is not None and data_args.max_images_per_sample < 1:
+        parser.error(f"--max_images_per_sample must be >= 1, got {data_args.max_images_per_sample}")
     return model_args, data_args, training_args

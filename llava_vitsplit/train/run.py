@@ -137,6 +137,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
         strict=data_args.strict_data,
         require_image=stage == "pretrain",
         seed=training_args.seed if training_args.data_seed is None else training_args.data_seed,
+        max_images_per_sample=data_args.max_images_per_sample,
     )
     resume = resume_target(training_args.resume_from_checkpoint, out)
     record_draw(out, dataset.mixture, resume is not None, write=training_args.should_save)
