@@ -69,7 +69,7 @@ class LazySupervisedDataset(Dataset):
         processor,
         *,
         image_folder: str | Path | None = None,
-        template: str | Template = "vicuna_v1",
+        template: str | Template = "auto",
         model_max_length: int | None = 2048,
         strict: bool = False,
         require_image: bool = False,
@@ -84,8 +84,9 @@ class LazySupervisedDataset(Dataset):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_folder = Path(image_folder) if image_folder else None
-        default = get_template(template) if isinstance(template, str) else template
-        self.templates = [get_template(s.template) if s.template else default for s in self.sources]
+        family = getattr(processor, "llm_family", None)  # what ``auto`` means: the LLM's own format
+        default = get_template(template, family) if isinstance(template, str) else template
+        self.templates = [get_template(s.template, family) if s.template else default for s in self.sources]
         self.template = default
         self.model_max_length = model_max_length
         self.strict = strict

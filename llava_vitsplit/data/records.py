@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_vitsplit.llms.registry import IMAGE_TOKEN as IMAGE_TAG
 from llava_vitsplit.model.chat_templates import place_image_tags
 
-IMAGE_TAG = "<image>"
 USER, ASSISTANT = "user", "assistant"
 _ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
 

@@ -8,7 +8,7 @@ and template (all records, not the training draw); a problem in the mixture file
 
     llava-vitsplit validate-data --data_path train.json --image_folder images/ \\
         --model_name_or_path lmsys/vicuna-7b-v1.5 --vision_tower openai/clip-vit-large-patch14-336 \\
-        --version vicuna_v1 --model_max_length 2048
+        --version auto --model_max_length 2048
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from llava_vitsplit.data.encoding import encode
 from llava_vitsplit.data.images import load_image
 from llava_vitsplit.data.mixture import DataSource, is_mixture, load_mixture
 from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, load_records, parse_record
-from llava_vitsplit.data.templates import TEMPLATES, get_template
+from llava_vitsplit.data.templates import get_template, template_names
 
 
 @dataclass
@@ -57,7 +57,7 @@ def validate_data(
     data_paths: list[str | Path],
     image_folder: str | Path | None = None,
     processor=None,
-    template: str = "vicuna_v1",
+    template: str = "auto",
     model_max_length: int | None = None,
     max_images_per_sample: int | None = None,
 ) -> ValidationReport:
@@ -68,6 +68,7 @@ def validate_data(
     """
     report = ValidationReport()
     tokens = (None, None)
+    family = getattr(processor, "llm_family", None)  # what ``auto`` means: the LLM's own format
     if processor is not None:
         from llava_vitsplit.data.dataset import count_image_tokens
 
@@ -79,7 +80,7 @@ def validate_data(
             DataSource("data", tuple(Path(p) for p in data_paths), image_folder and Path(image_folder))
         ]
     for source in sources:
-        template_obj = get_template(source.template or template)
+        template_obj = get_template(source.template or template, family) if processor is not None else None
         for path in source.files:
             limits = (model_max_length, max_images_per_sample)
             _check_file(report, path, source.image_folder, template_obj, processor, tokens, limits)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "--processor", default=None, help="a saved llava_vitsplit checkpoint/processor instead"
     )
     parser.add_argument(
-        "--version", default="vicuna_v1", choices=sorted(TEMPLATES), help="conversation template"
+        "--version", default="auto", choices=template_names(), help="conversation template (auto: the LLM's)"
     )
     parser.add_argument("--model_max_length", type=int, default=2048)
     parser.add_argument(

@@ -55,8 +55,7 @@ class GenerationSettings:
             "do_sample": self.sampling,
             "num_beams": self.num_beams,
             "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        }
+        }  # EOS: the checkpoint's generation_config, the LLM family's end-of-turn and stop tokens
         if self.sampling:
             kwargs["temperature"] = self.temperature
             kwargs["top_p"] = self.top_p if self.top_p is not None else 1.0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from llava_vitsplit.llms.registry import bos_in_text
 from llava_vitsplit.serve.generation import GenerationSettings, cut_at_stop
 from llava_vitsplit.serve.loading import check_checkpoint, resolve_device, resolve_dtype
 
@@ -96,12 +97,22 @@ class VLLMEngine:
         self, prompts: Sequence[str], images: Sequence[Image.Image], settings: GenerationSettings
     ) -> list[str]:
         """One reply per prompt, as ``generate_batch`` returns them (stop strings cut, stripped)."""
-        inputs = list(prompt_inputs(prompts, images, self.processor.image_token))
+        vllm_prompts = [self.vllm_prompt(prompt) for prompt in prompts]
+        inputs = list(prompt_inputs(vllm_prompts, images, self.processor.image_token))
         outputs = self.llm.generate(inputs, sampling_params(settings), use_tqdm=False)
         # decoded as generate_batch decodes (vLLM's incremental text holds back incomplete UTF-8)
         new_tokens = [list(output.outputs[0].token_ids) for output in outputs]
         texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(text, settings.stop).strip() for text in texts]
+
+    def vllm_prompt(self, prompt: str) -> str:
+        """``prompt`` as vLLM must get it for the processor's token ids: vLLM lets the tokenizer add its BOS
+        even after a chat template wrote one (Llama-3, Gemma-3), so a written BOS is left to the tokenizer."""
+        tokenizer = self.processor.tokenizer
+        adds_bos = tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]
+        if adds_bos and bos_in_text(tokenizer, prompt):
+            return prompt[len(tokenizer.bos_token) :]
+        return prompt
 
     def close(self) -> None:
         """Stop vLLM's engine processes now (instead of at interpreter exit)."""

@@ -23,7 +23,6 @@ MODEL_DEFAULTS = {
     "mm_projector_type": "vitsplit",
     "mm_vision_select_layer": -2,
     "fusion_output": "llm",
-    "version": "vicuna_v1",
 }
 ADAPTER_FIELDS = (
     "num_task_layers",
@@ -51,7 +50,11 @@ class ModelArguments:
         metadata={"help": "Preset whose `train` block gives the training defaults (default: --preset)"},
     )
     version: str | None = field(
-        default=None, metadata={"help": "Conversation template: plain | vicuna_v1 | chat_template"}
+        default=None,
+        metadata={
+            "help": "Conversation template: plain (stage 1 default) | auto (the LLM's family, stage 2 "
+            "default) | a family name, which must be the LLM's (llava-vitsplit llm-families)"
+        },
     )
     tune_mm_mlp_adapter: bool = field(
         default=False, metadata={"help": "Stage 1: train only the connector (task head included)"}
@@ -147,6 +150,10 @@ class TrainingArguments(transformers.TrainingArguments):
         },
     )
     output_dir: str = field(default="checkpoints/llava-vitsplit")
+    print_config: bool = field(
+        default=False,
+        metadata={"help": "Print every resolved setting and its source, then exit (nothing is built)"},
+    )
 
     def __post_init__(self):
         if self.warmup_ratio is not None:
