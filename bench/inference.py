@@ -84,7 +84,7 @@ def connector_params(model) -> int:
 
 def prepare(loaded: LoadedModel, image: Image.Image, max_new_tokens: int) -> tuple[dict, dict]:
     """Model inputs for the benchmark question and greedy settings forced to ``max_new_tokens``."""
-    prompt = render_prompt(loaded.processor, user_messages(QUESTION, with_image=True))
+    prompt = render_prompt(loaded.processor, user_messages(QUESTION, 1, loaded.processor.image_token))
     inputs = prepare_inputs(loaded, [prompt], [image])
     gen = {
         "max_new_tokens": max_new_tokens,

@@ -160,7 +160,7 @@ def transformers_stream(engine, image, new_tokens: int):
     from llava_vitsplit.serve.generation import Conversation
 
     def call():
-        conversation = Conversation(image=image)
+        conversation = Conversation(images=[image])
         conversation.add_user(PROMPT)
         text = ""
         for chunk in engine.stream(conversation, settings(new_tokens)):

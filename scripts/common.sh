@@ -84,6 +84,20 @@ overrides() {
   done
   return 0
 }
+# The flags the script sets from variables, "--flag=VARIABLE ...", so run_config.json (and --print_config)
+# can name the variable as each setting's source.
+env_args() {
+  local i name out="--preset=PRESET --train_recipe=TRAIN_RECIPE --deepspeed=DEEPSPEED_CONFIG"
+  out+=" --data_path=DATA_PATH --image_folder=IMAGE_FOLDER --output_dir=OUTPUT_DIR --bf16=BF16 --tf32=TF32"
+  out+=" --gradient_checkpointing=GRADIENT_CHECKPOINTING --dataloader_num_workers=NUM_WORKERS"
+  out+=" --save_steps=SAVE_STEPS --save_total_limit=SAVE_TOTAL_LIMIT --logging_steps=LOGGING_STEPS"
+  out+=" --report_to=REPORT_TO --seed=SEED --pretrain_mm_mlp_adapter=PRETRAIN_DIR"
+  for (( i = 0; i < ${#RECIPE_OVERRIDES[@]}; i += 2 )); do
+    name=${RECIPE_OVERRIDES[i+1]}
+    [[ -n "${!name:-}" ]] && out+=" ${RECIPE_OVERRIDES[i]}=${name}"
+  done
+  printf '%s' "${out}"
+}
 
 # run_stage STAGE_ARGS... -- EXTRA_ARGS...: launch llava_vitsplit.train with the stage's own arguments
 # (DATA_PATH, IMAGE_FOLDER, OUTPUT_DIR, SAVE_STEPS and DEEPSPEED_CONFIG set by the stage script), the
@@ -95,6 +109,8 @@ run_stage() {
   local set_vars=()
   mapfile -d '' set_vars < <(overrides)
   launch_cmd
+  export LLAVA_VITSPLIT_ENV_ARGS
+  LLAVA_VITSPLIT_ENV_ARGS=$(env_args)
   set -x
   "${LAUNCH[@]}" llava_vitsplit.train \
     ${PRESET:+--preset "${PRESET}"} \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage 2 (visual instruction tuning): the connector (loaded from stage 1) and the whole LLM train; the
-# vision tower stays frozen. LLaVA's `vicuna_v1` template, `pad` aspect ratio, modality-grouped batches.
+# vision tower stays frozen. The LLM family's template (`vicuna_v1` for Vicuna), `pad` aspect ratio,
+# modality-grouped batches.
 # Writes a full checkpoint (model + processor) loadable by AutoModelForImageTextToText.from_pretrained.
 #
 # Defaults: the preset's training recipe (train.finetune; llava-v1.5-7b: LLaVA-1.5 + ViT-Split as released,

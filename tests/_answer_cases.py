@@ -1,4 +1,4 @@
-"""Questions with varied images (sizes, aspect ratios, colours, a text-only one) for equivalence tests."""
+"""Questions with varied images (sizes, aspect ratios, colours, text-only, several images) for equivalence tests."""
 
 from __future__ import annotations
 
@@ -27,14 +27,25 @@ def shape_image(index: int) -> Image.Image:
     return image
 
 
+# question 3 is text-only, 2 has two images with tags in its text, 4 has three without tags; others one
+IMAGES_PER_QUESTION = {3: 0, 2: 2, 4: 3}
+
+
+def question_text(index: int) -> str:
+    shape = SHAPES[index % len(SHAPES)]
+    if IMAGES_PER_QUESTION.get(index) == 2:
+        return f"Is the {shape} in <image> the colour of the one in <image>? Question {index}."
+    return f"What colour is the {shape}? Question {index}."
+
+
 def question_cases(processor, count: int) -> tuple[list[str], list[list[Image.Image]]]:
-    """``count`` rendered prompts and each prompt's images (question 3 is text-only)."""
+    """``count`` rendered prompts and each prompt's images (``IMAGES_PER_QUESTION``)."""
     prompts, images = [], []
     for index in range(count):
-        with_image = index != 3
-        text = f"What colour is the {SHAPES[index % len(SHAPES)]}? Question {index}."
-        prompts.append(render_prompt(processor, user_messages(text, with_image)))
-        images.append([shape_image(index)] if with_image else [])
+        row = [shape_image(index + 7 * k) for k in range(IMAGES_PER_QUESTION.get(index, 1))]
+        messages = user_messages(question_text(index), len(row), processor.image_token)
+        prompts.append(render_prompt(processor, messages))
+        images.append(row)
     return prompts, images
 
 

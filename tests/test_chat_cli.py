@@ -36,6 +36,7 @@ def test_chat_multi_turn_with_image_commands(yes_checkpoint, tmp_path):
             "/reset",
             f"/image {second}",
             "Is it blue?",
+            "Are <image> and <image> and <image> alike?",
             "/exit",
             "never read",
         ]
@@ -58,7 +59,9 @@ def test_chat_multi_turn_with_image_commands(yes_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ASSISTANT: yes\n") == 3
     assert "image file not found" in result.stderr and "missing.png" in result.stderr
-    assert "conversation reset" in result.stderr and "new conversation about" in result.stderr
+    assert "conversation reset" in result.stderr and f"(image 2: {second}" in result.stderr
+    # the reset kept the first image; with the second both go with "Is it blue?"; a third tag is refused
+    assert "error: 0 image(s) but 3 <image> tag(s)" in result.stderr
     assert result.stderr.count("loaded ") == 1
 
 

@@ -182,7 +182,7 @@ def test_dataset_skips_and_counts_every_bad_sample(tmp_path, image_dir, processo
     }
     for bad in ("missing", "corrupt", "truncated", "notag", "noconv", "long", "mixed.jsonl:4"):
         assert any(bad in record.getMessage() for record in caplog.records), bad
-    assert items[ids.index("gray")]["pixel_values"].shape == (3, 56, 56)
+    assert items[ids.index("gray")]["pixel_values"].shape == (1, 3, 56, 56)  # [n_img, 3, H, W]
     assert "pixel_values" not in items[ids.index("text")]
     lengths = ds.modality_lengths
     assert lengths[ids.index("text")] < 0 < lengths[ids.index("good1")]

@@ -257,7 +257,12 @@ def test_stopped_reply_stays_in_context_as_shown(handlers):
     assert "yes".startswith(shown) and not session.busy  # cut after the first streamed piece
     assert session.conversation.turns == [["Is it blue?", shown]]  # the model's context is the screen
     history, session, _ = final(handlers.respond({"text": "Sure?", "files": []}, session, 0.0, 1.0, 8))
-    assert [m["role"] for m in session.conversation.messages()] == ["user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in session.conversation.messages("<image>")] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     assert [m["content"] for m in history] == ["Is it blue?", shown, "Sure?", "yes"]
 
 
@@ -282,7 +287,7 @@ def test_a_48_megapixel_photo_is_accepted(handlers, tmp_path):
     history, session, _ = final(
         handlers.respond({"text": "What is it?", "files": [str(photo)]}, ChatSession(), 0.0, 1.0, 8)
     )
-    assert history[-1]["content"] == "yes" and session.conversation.image.size == (8000, 6000)
+    assert history[-1]["content"] == "yes" and session.conversation.images[0].size == (8000, 6000)
 
 
 def test_a_submitted_message_is_shown_before_the_queue(handlers):
@@ -306,3 +311,37 @@ def test_bad_max_file_size_is_refused_before_loading(capsys):
         main(["--model", "no/such/checkpoint", "--max-file-size", "lots"])
     assert exit_info.value.code == 2
     assert "--max-file-size must look like 20mb or 500kb, got 'lots'" in capsys.readouterr().err
+
+
+def test_several_uploads_go_with_their_message(handlers, tmp_path):
+    from llava_vitsplit.serve.demo import ChatSession
+
+    paths = {}
+    for colour in ("red", "blue", "green"):
+        paths[colour] = tmp_path / f"{colour}.png"
+        Image.new("RGB", (32, 24), colour).save(paths[colour])
+    two = {"text": "Which is red?", "files": [str(paths["red"]), str(paths["blue"])]}
+    history, session, _ = final(handlers.respond(two, ChatSession(), 0.0, 1.0, 8))
+    assert [m["role"] for m in history] == ["user", "user", "user", "assistant"] and history[-1][
+        "content"
+    ] == "yes"
+    assert (
+        session.conversation.messages("<image>")[0]["content"][0]["text"] == "<image>\n<image>\nWhich is red?"
+    )
+    history, session, _ = final(
+        handlers.respond({"text": "", "files": [str(paths["green"])]}, session, 0.0, 1.0, 8)
+    )
+    assert history[-1]["content"].startswith("Got it") and session.waiting is None  # waits for a question
+    wrong = {"text": "Is <image> like <image>?", "files": []}
+    history, session, box = final(handlers.respond(wrong, session, 0.0, 1.0, 8))
+    assert "1 image(s) but 2 <image> tag(s)" in history[-1]["content"] and box["text"] == wrong["text"]
+    history, session, _ = final(
+        handlers.respond({"text": "Is <image> green?", "files": []}, session, 0.0, 1.0, 8)
+    )
+    assert history[-1]["content"] == "yes"
+    assert session.conversation.messages("<image>")[2]["content"][0]["text"] == "Is <image> green?"
+    assert [image.getpixel((0, 0)) for image in session.conversation.images_in_turns()] == [
+        (255, 0, 0),
+        (0, 0, 255),
+        (0, 128, 0),
+    ]

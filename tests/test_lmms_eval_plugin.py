@@ -218,3 +218,42 @@ def test_lmms_eval_cli_on_tiny_pope_task(yes_checkpoint, tmp_path):
     samples = [json.loads(line) for f in out.rglob("*samples_vitsplit_tiny_pope*.jsonl") for line in f.open()]
     assert sorted(s["target"] for s in samples) == sorted(answers)
     assert all(s["filtered_resps"] in ("yes", ["yes"]) for s in samples)
+
+
+class TwoImageTask(FakeTask):
+    """A task whose every doc shows two images: its own and the next doc's."""
+
+    def __init__(self, docs, doc_to_text):
+        super().__init__(doc_to_text)
+        self.docs = docs
+
+    def doc_to_visual(self, doc):
+        return [doc["image"], self.docs[(self.docs.index(doc) + 1) % len(self.docs)]["image"]]
+
+
+def test_requests_with_several_images(simple_model):
+    from llava_vitsplit.lmms_eval_plugin.model import LlavaViTSplitChat
+
+    docs = simple_model.task_dict["tiny"]["test"]
+    task = TwoImageTask(docs, lambda doc, kwargs: doc["question"])  # not a LLaVA-1.5 task: the context
+    prompt, images = simple_model._simple_item("Which is blue?", task.doc_to_visual, 1, "tiny", "test")
+    assert [image.size for image in images] == [docs[1]["image"].size, docs[2]["image"].size]
+    assert "USER: <image>\n<image>\nWhich is blue? ASSISTANT:" in prompt  # both tags first, in order
+    prompt, _ = simple_model._simple_item("Is <image> like <image>?", task.doc_to_visual, 0, "tiny", "test")
+    assert "USER: Is <image> like <image>? ASSISTANT:" in prompt  # tags where the task put them
+    two = Instance(
+        "generate_until",
+        ("c", {"max_new_tokens": 8}, task.doc_to_visual, 2, "tiny", "test"),
+        0,
+        metadata={"task": "tiny", "doc_id": 2, "repeats": 1},
+    )
+    assert simple_model.generate_until([two, request(0, {"max_new_tokens": 8})]) == ["yes", "yes"]
+
+    chat = LlavaViTSplitChat.__new__(LlavaViTSplitChat)  # the loaded model, without a second load
+    chat.__dict__.update(simple_model.__dict__)
+    parts = [{"type": "image", "url": docs[0]["image"]}, {"type": "image", "url": docs[1]["image"]}]
+    messages = [{"role": "user", "content": [*parts, {"type": "text", "text": "Same colour?"}]}]
+    messages_task = type("T", (), {"config": type("C", (), {"doc_to_messages": "given"})()})()
+    doc_to_messages = type("M", (), {"__call__": lambda self, doc: messages, "__self__": messages_task})()
+    prompt, images = chat._item(("c", doc_to_messages, {}, 0, "tiny", "test"))
+    assert len(images) == 2 and "USER: <image>\n<image>\nSame colour? ASSISTANT:" in prompt

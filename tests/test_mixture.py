@@ -133,7 +133,7 @@ def test_a_three_source_dataset_uses_each_source_folder_template_and_share(tmp_p
     assert set(ids[:7]) <= {r["id"] for r in data["images"][:14]}
     assert ids[27:35] == [r["id"] for r in data["texts"]]  # c: one copy, then 4 drawn
     item = ds[10]  # from b: its image is found in b's own folder
-    assert item["pixel_values"].shape[0] == 3
+    assert item["pixel_values"].shape[:2] == (1, 3)  # [n_img, 3, H, W]
     plain = LazySupervisedDataset(tmp_path / "c.json", processor, template=get_template("plain"))
     assert ds.build(27)["input_ids"].tolist() == plain.build(0)["input_ids"].tolist()
     again = LazySupervisedDataset(mixture(tmp_path), processor, image_folder=SHIPPED_DATA, seed=5)

@@ -1,6 +1,8 @@
 """Three-source mixtures through ``scripts/pretrain.sh`` (captions) and ``scripts/finetune.sh`` (image and
 text-only conversations) under ZeRO-3 with two CPU ranks: each stage writes its realised draw, and
-stage 2 resumed from a checkpoint logs the same per-step losses as the uninterrupted run."""
+stage 2 resumed from a checkpoint logs the same per-step losses as the uninterrupted run. Source b holds
+multi-image records in both stages (``with_multi_image_records``), so batches mix samples of 0, 1 and 3
+images (2 and 1 in stage 1)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,39 @@ def two_ranks(parts, **settings) -> dict[str, str]:
     )
 
 
+def rewrite_jsonl(path: Path, change) -> None:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    images = [record["image"] for record in records]
+    path.write_text("".join(json.dumps(change(k, r, images)) + "\n" for k, r in enumerate(records)))
+
+
+def with_multi_image_records(root: Path) -> None:
+    """Source b's records get several images: 3 in stage 2 (tags in the text, or none so they go first),
+    2 per caption in stage 1."""
+    questions = ("Which of the three is red?", "First <image>, then <image> and <image>: which is red?")
+
+    def three(k, record, images):
+        return {
+            "id": record["id"],
+            "image": [images[k], images[(k + 3) % len(images)], images[(k + 7) % len(images)]],
+            "conversations": [
+                {"from": "human", "value": questions[k % 2]},
+                {"from": "gpt", "value": f"The {('first', 'second', 'third')[k % 3]} one."},
+            ],
+        }
+
+    def two(k, record, images):
+        turns = [{"from": "human", "value": "Describe both images."}, record["conversations"][1]]
+        return {
+            "id": record["id"],
+            "image": [images[k], images[(k + 1) % len(images)]],
+            "conversations": turns,
+        }
+
+    rewrite_jsonl(root / "b.jsonl", three)
+    rewrite_jsonl(root / "captions" / "b.jsonl", two)
+
+
 def drawn(run) -> dict[str, int]:
     return {e["name"]: e["samples"] for e in json.loads((run / MIXTURE_REPORT).read_text())["sources"]}
 
@@ -63,6 +98,7 @@ def runs(tmp_path_factory):
     write_three_sources(root)
     data = mixture(root, s1={"count": 6, "repeat": None}, s2={"count": 5})  # a: 7 of 14, b: 6 of 10, c: 5
     captions = captions_mixture(root)  # a: 5 of 10, b: 6 of 8, c: 6
+    with_multi_image_records(root)
     stage1 = root / "stage1"
     env = two_ranks(parts, DATA_PATH=captions, OUTPUT_DIR=stage1, SAVE_STEPS=100, LEARNING_RATE="2e-3")
     run_script("pretrain.sh", env, *tiny_adapter_args(), log=root / "stage1.txt")

@@ -84,3 +84,31 @@ def test_checkpoint_report_counts_what_each_stage_trains(tmp_path, connector_typ
         trainable = {id(p): p.numel() for p in model.parameters() if p.requires_grad}
         assert report["stages"][stage]["trainable"] == sum(trainable.values()) > 0, stage
     assert sum(report["stages"]["pretrain"].values()) == sum(p.numel() for p in model.parameters())
+
+
+# Published parameter counts of the released LLMs (their config.json shapes; embeddings and LM head
+# untied except Gemma-3's) and how many parameters the builder's one added ``<image>`` row adds.
+PUBLISHED_LLM = {
+    "llama3.1-8b": (8_030_261_248, 2 * 4096),
+    "qwen2.5-7b": (7_615_616_512, 2 * 3584),
+    "qwen3-8b": (8_190_735_360, 2 * 4096),
+    "gemma3-1b": (999_885_952, 1152),  # tied: the row is shared by the embeddings and the LM head
+}
+
+
+@pytest.mark.parametrize("llm", sorted(PUBLISHED_LLM))
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def test_modern_llm_presets_count_the_published_llm_and_the_readme_says_so(llm, tower):
+    from pathlib import Path
+
+    published, image_row = PUBLISHED_LLM[llm]
+    name = f"{llm}-{tower}"
+    report = vlm_param_report(name)
+    assert report["components"]["language_model"] == published + image_row
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+    assert row.split("|")[5].strip() == f"{published + image_row:,} ({published:,})"
+    if tower == "siglip":  # 27 blocks, no CLS, 729 tokens; the task head copies the last kept block
+        config = get_preset(name).model_config()
+        assert config.vision_config.num_hidden_layers == 27 and (384 // 14) ** 2 == 729
+        assert get_preset(name).adapter["prior_layers"] == [25]

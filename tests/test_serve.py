@@ -108,13 +108,13 @@ def test_min_new_tokens_forces_the_reply_length(yes_model):
 
 
 def test_conversation_puts_image_in_first_user_turn(yes_model):
-    conversation = Conversation(image=Image.new("RGB", (8, 8)))
+    conversation = Conversation(images=[Image.new("RGB", (8, 8))])
     conversation.add_user("What is it?")
     conversation.set_reply("A square.")
     conversation.add_user("What colour?")
     with pytest.raises(ValueError, match="no reply yet"):
         conversation.add_user("again")
-    prompt = render_prompt(yes_model.processor, conversation.messages())
+    prompt = render_prompt(yes_model.processor, conversation.messages(yes_model.processor.image_token))
     assert prompt.count("<image>") == 1
     assert (
         prompt.index("<image>")
@@ -131,16 +131,14 @@ def test_cut_at_stop_uses_earliest_stop():
 
 
 def test_stream_and_batch_generate_the_scripted_reply(yes_model):
-    conversation = Conversation(image=Image.new("RGB", (40, 30), "red"))
+    conversation = Conversation(images=[Image.new("RGB", (40, 30), "red")])
     conversation.add_user("Is it red?")
     chunks = list(stream_reply(yes_model, conversation, GenerationSettings(max_new_tokens=8)))
     assert "".join(chunks).strip() == "yes"
     prompts = [
-        render_prompt(yes_model.processor, user_messages("short", with_image=True)),
-        render_prompt(
-            yes_model.processor, user_messages("a much longer text-only question", with_image=False)
-        ),
-        render_prompt(yes_model.processor, user_messages("another", with_image=True)),
+        render_prompt(yes_model.processor, user_messages("short", 1, "<image>")),
+        render_prompt(yes_model.processor, user_messages("a much longer text-only question", 0, "<image>")),
+        render_prompt(yes_model.processor, user_messages("another", 1, "<image>")),
     ]
     images = [Image.new("RGB", (30, 50)), Image.new("RGB", (64, 64))]
     assert generate_batch(yes_model, prompts, images, GenerationSettings(max_new_tokens=8)) == ["yes"] * 3

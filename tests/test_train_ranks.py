@@ -1,7 +1,9 @@
 """Mixed text/image data under plain PyTorch, ZeRO-2, ZeRO-3 and two CPU ranks, with the real scripts.
 
 The data's optimizer steps alternate between image, text-only and mixed batches (``STEP_MODALITIES``,
-read in order with ``--train_sampling_strategy sequential``). A text-only step must not re-apply the
+read in order with ``--train_sampling_strategy sequential``), with samples of 0, 1 and 3 images: a
+3-image sample sits next to a text-only one and next to a one-image one (the collator concatenates a
+step's images; on two ranks one rank runs 3 images while the other runs 1 or none). A text-only step must not re-apply the
 previous step's connector gradient (ZeRO-3 keeps the gradient of a module that takes no part in a
 step), a run resumed right before a text-only step must continue the uninterrupted curve, and two
 ranks that get different modalities in the same step must run (ZeRO-3 all-gathers module by module)
@@ -19,7 +21,8 @@ from _script_runs import SHIPPED_DATA, free_port, parts_and_stage1, run_script, 
 
 pytestmark = pytest.mark.e2e
 
-STEP_MODALITIES = ["II", "TT", "IT", "TT", "II", "TI"]  # I: a record with an image, T: text-only
+# I: a record with one image, M: a record with three images, T: text-only
+STEP_MODALITIES = ["II", "TT", "MT", "TT", "IM", "TI"]
 SEQUENTIAL = ("--group_by_modality_length", "False", "--train_sampling_strategy", "sequential")
 
 
@@ -42,13 +45,41 @@ def setup(tmp_path_factory):
     setup = parts_and_stage1(tmp_path_factory.mktemp("ranks"))
     root = setup["root"]
     records = json.loads((SHIPPED_DATA / "finetune.json").read_text())
+    with_image = [r for r in records if "image" in r]
     pools = {
-        "I": iter([r for r in records if "image" in r]),
+        "I": iter(with_image),
         "T": iter([r for r in records if "image" not in r]),
+        "M": iter(three_image_records(with_image)),
     }
     mixed = [next(pools[kind]) for step in STEP_MODALITIES for kind in step]
     (root / "mixed.json").write_text(json.dumps(mixed))
     return {**setup, "data": root / "mixed.json"}
+
+
+def three_image_records(one_image: list[dict]) -> list[dict]:
+    """Records with three of the shipped images: tags in two turns, and a list without tags."""
+    first, second, third, fourth = (r["image"] for r in one_image[-4:])
+    ask = "Which of the three shapes is largest?"
+    return [
+        {
+            "id": "three_tagged",
+            "image": [first, second, third],
+            "conversations": [
+                {"from": "human", "value": "First: <image> second: <image>\nDo they match?"},
+                {"from": "gpt", "value": "No, they differ."},
+                {"from": "human", "value": "<image>\nAnd this one?"},
+                {"from": "gpt", "value": "It differs too."},
+            ],
+        },
+        {
+            "id": "three_untagged",
+            "image": [fourth, third, first],
+            "conversations": [
+                {"from": "human", "value": ask},
+                {"from": "gpt", "value": "They are the same size."},
+            ],
+        },
+    ]
 
 
 def finetune(setup, name: str, *args: str, **env) -> Path:
@@ -85,9 +116,23 @@ def two_cpu_ranks(setup, name: str, *args: str, **env) -> Path:
     return finetune(setup, name, *args, CPU_PROCESSES=2, LAUNCHER=torchrun, PER_DEVICE_BATCH_SIZE=1, **env)
 
 
-def test_two_ranks_with_different_modalities_match_one_process(setup, zero3):
+@pytest.fixture(scope="module")
+def ranks2(setup):
+    return two_cpu_ranks(setup, "ranks2", *SEQUENTIAL)
+
+
+def test_two_ranks_with_different_modalities_match_one_process(ranks2, zero3):
     assert any(set(step) == {"I", "T"} for step in STEP_MODALITIES)  # rank 0 an image, rank 1 text
-    assert_same_curve(two_cpu_ranks(setup, "ranks2", *SEQUENTIAL), zero3)
+    assert {"MT", "IM"} <= set(STEP_MODALITIES)  # 3 images next to none, and next to one
+    assert_same_curve(ranks2, zero3)
+
+
+def test_two_ranks_resumed_before_multi_image_steps_continue_the_curve(setup, ranks2):
+    assert STEP_MODALITIES[3:5] == ["TT", "IM"]  # after checkpoint-3: text-only, then 1 and 3 images
+    resumed = two_cpu_ranks(
+        setup, "ranks2_resumed", *SEQUENTIAL, "--resume_from_checkpoint", str(ranks2 / "checkpoint-3")
+    )
+    assert_same_curve(resumed, ranks2)
 
 
 def test_two_ranks_with_modality_grouping_match_one_process(setup):

@@ -19,15 +19,16 @@ STAGE_FLAGS = {
     "finetune_lora": ["--lora_enable", "True"],
 }
 SCRIPT_STAGES = dict(zip(SCRIPTS, STAGE_FLAGS, strict=True))
-# The released LLaVA-1.5 + ViT-Split recipe (the stage scripts' defaults before the recipe moved).
+# The released LLaVA-1.5 + ViT-Split recipe (the stage scripts' defaults before the recipe moved); stage 2
+# names no template: the LLM's family decides (vicuna_v1 for Vicuna).
 RELEASED = {
     "pretrain": {"learning_rate": 5e-4, "global_batch_size": 256, "per_device_train_batch_size": 32,
                  "gradient_accumulation_steps": 8, "version": "plain"},
     "finetune": {"learning_rate": 2e-5, "global_batch_size": 256, "per_device_train_batch_size": 16,
-                 "gradient_accumulation_steps": 16, "version": "vicuna_v1", "group_by_modality_length": True},
+                 "gradient_accumulation_steps": 16, "version": None, "group_by_modality_length": True},
     "finetune_lora": {"learning_rate": 2e-4, "mm_projector_lr": 2e-5, "global_batch_size": 128,
                       "per_device_train_batch_size": 16, "gradient_accumulation_steps": 8, "lora_r": 128,
-                      "lora_alpha": 256, "version": "vicuna_v1", "group_by_modality_length": True},
+                      "lora_alpha": 256, "version": None, "group_by_modality_length": True},
 }  # fmt: skip
 COMMON = {"num_train_epochs": 1.0, "weight_decay": 0.0, "warmup_steps": 0.03, "lr_scheduler_type": "cosine",
           "model_max_length": 2048}  # fmt: skip
@@ -78,7 +79,7 @@ def test_global_batch_must_divide_exactly():
 def test_quickstart_preset_states_what_the_quickstart_runs():
     train = get_preset("quickstart").train
     assert train["pretrain"]["learning_rate"] == 1e-3 and train["finetune"]["learning_rate"] == 1e-4
-    assert train["finetune"]["mm_projector_lr"] == 2e-4 and train["finetune"]["version"] == "chat_template"
+    assert train["finetune"]["mm_projector_lr"] == 2e-4 and "version" not in train["finetune"]
     assert {s["global_batch_size"] for s in train.values()} == {16}
     assert {s["model_max_length"] for s in train.values()} == {1024}
     assert {s["task_head_lr_multiplier"] for s in train.values()} == {0.1}

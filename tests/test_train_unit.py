@@ -139,7 +139,7 @@ def test_stage2_takes_connector_settings_from_stage1(parts, tmp_path):
     resolved, version = resolve_recipe(model_args, data_args, 0)
     normalised = AdapterConfig.from_dict(recipe.adapter).to_dict()
     assert resolved.adapter == normalised and resolved.fusion_output == "vision_mlp"
-    assert resolved.vision_tower == str(parts["vision"]) and version == "vicuna_v1"
+    assert resolved.vision_tower == str(parts["vision"]) and version == "auto"
 
 
 def test_preset_fills_unset_settings_and_llava_argument_names_parse():
@@ -151,7 +151,7 @@ def test_preset_fills_unset_settings_and_llava_argument_names_parse():
     assert recipe.vision_tower == "openai/clip-vit-large-patch14-336"
     assert recipe.language_model == "lmsys/vicuna-7b-v1.5"
     assert recipe.adapter["prior_layers"] == [22] and recipe.fusion_output == "llm"
-    assert version == "vicuna_v1" and recipe.image_aspect_ratio == "pad"
+    assert version == "auto" and recipe.image_aspect_ratio == "pad"  # stage 2: the LLM's family
     assert isinstance(training_args, HfTrainingArguments) and training_args.warmup_steps == 0.03
     with pytest.raises(SystemExit):
         parse_args(["--output_dir", "/tmp/x"])  # no --data_path

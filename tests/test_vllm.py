@@ -2,7 +2,8 @@
 
 Greedy answers through vLLM equal the transformers path (fp32) for ViT-Split (deformable + fusion to the
 LLM width, plain conv + vision-width fusion and MLP) and the MLP baseline, one at a time and batched;
-``answer --engine vllm`` writes the same answers file as the transformers engine and resumes. Tiny LMs
+``answer --engine vllm`` writes the same answers file as the transformers engine and resumes. The
+questions include text-only ones and ones with two and three images (``_answer_cases``). Tiny LMs
 have head_dim 32 (vLLM's CPU attention needs >= 32). One engine per checkpoint, shared by its tests.
 """
 
@@ -14,7 +15,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from _answer_cases import flat, question_cases  # noqa: E402
+from _answer_cases import flat, question_cases, question_text  # noqa: E402
 
 from llava_vitsplit.serve import answer  # noqa: E402
 from llava_vitsplit.serve.generation import GenerationSettings, generate_batch  # noqa: E402
@@ -71,11 +72,14 @@ def test_answer_engine_vllm_writes_the_transformers_answers(served, tmp_path, mo
     folder = tmp_path / "images"
     folder.mkdir()
     records = []
-    for index, row in enumerate(images):
-        record = {"question_id": index, "text": f"What colour is shape {index}?"}
+    for index, row in enumerate(images):  # image lists where a question has several
+        record = {"question_id": index, "text": question_text(index)}
+        for k, image in enumerate(row):
+            image.save(folder / f"{index}_{k}.png")
         if row:
-            row[0].save(folder / f"{index}.png")
-            record["image"] = f"{index}.png"
+            record["image"] = (
+                f"{index}_0.png" if len(row) == 1 else [f"{index}_{k}.png" for k in range(len(row))]
+            )
         records.append(record)
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps(r) + "\n" for r in records))

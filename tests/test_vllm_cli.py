@@ -32,13 +32,6 @@ def test_server_binds_loopback_unless_public():
     assert public[-2:] == ["--max-model-len", "2048"]
 
 
-def test_server_takes_one_image_per_prompt_unless_told():
-    default = command()
-    assert default[default.index("--limit-mm-per-prompt") + 1] == '{"image": 1}'
-    more = command("--", "--limit-mm-per-prompt", '{"image": 4}')
-    assert more.count("--limit-mm-per-prompt") == 1 and more[-1] == '{"image": 4}'
-
-
 def test_server_process_leaves_the_pixel_limit_to_vllm(monkeypatch):
     from PIL import Image
 

@@ -53,7 +53,7 @@ def final(generator):
 
 def test_same_greedy_reply_as_transformers_over_two_turns(engines):
     reference, served = engines
-    conversation = Conversation(image=Image.new("RGB", (40, 40), "red"))
+    conversation = Conversation(images=[Image.new("RGB", (40, 40), "red")])
     conversation.add_user("What is in the image?")
     for settings in (GenerationSettings(max_new_tokens=NEW_TOKENS),
                      GenerationSettings(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)):  # fmt: skip
@@ -87,7 +87,7 @@ def test_demo_streams_stops_and_regenerates_on_vllm(engines, tmp_path):
 
 def handlers_conversation(session: ChatSession) -> Conversation:
     """The session's conversation with its last reply pending again (what the reply was generated from)."""
-    conversation = Conversation(image=session.conversation.image)
+    conversation = Conversation(images=session.conversation.images)
     conversation.add_user(session.conversation.turns[0][0])
     return conversation
 
@@ -105,7 +105,7 @@ def test_many_users_at_once_get_their_own_replies(engines, tmp_path):
         answers = list(pool.map(one_user, paths, timeout=300))
     expected = []
     for path in paths:
-        conversation = Conversation(image=Image.open(path).convert("RGB"))
+        conversation = Conversation(images=[Image.open(path).convert("RGB")])
         conversation.add_user("What colour is it?")
         expected.append(reply(reference, conversation, GenerationSettings(max_new_tokens=NEW_TOKENS)))
     assert answers == expected

@@ -89,19 +89,12 @@ def data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_server_answers_a_chat_request_with_an_image(server):
-    base, log = server
+def chat_completion(base: str, images: list, text: str) -> dict:
+    """The server's reply to one user message with ``images`` (as data URLs) and ``text``, greedy."""
+    parts = [{"type": "image_url", "image_url": {"url": data_url(image)}} for image in images]
     body = {
         "model": "tiny",
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": data_url(shape_image(0))}},
-                    {"type": "text", "text": "Is there a red circle?"},
-                ],
-            }
-        ],
+        "messages": [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}],
         "temperature": 0,
         "max_tokens": 8,
     }
@@ -111,10 +104,20 @@ def test_server_answers_a_chat_request_with_an_image(server):
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=120) as response:
-        reply = json.loads(response.read())
+        return json.loads(response.read())
+
+
+def test_server_answers_a_chat_request_with_an_image(server):
+    base, log = server
+    reply = chat_completion(base, [shape_image(0)], "Is there a red circle?")
     assert reply["choices"][0]["message"]["content"].strip() == "yes"
     assert reply["usage"]["prompt_tokens"] > 16  # the 4x4 grid's 16 image tokens are in the prompt
     assert "--host 127.0.0.1" in log.read_text()  # loopback only without --public
+
+    reply_two = chat_completion(base, [shape_image(1), shape_image(2)], "Is there a red circle?")
+    assert reply_two["choices"][0]["message"]["content"].strip() == "yes"
+    assert reply_two["usage"]["prompt_tokens"] - reply["usage"]["prompt_tokens"] >= 16  # a second grid
+    assert '--limit-mm-per-prompt {"image": 32}' in log.read_text()  # 512 tokens / 16 per image
 
 
 def chat_status(base: str, image_urls: list[str]) -> tuple[int, str]:
@@ -155,9 +158,14 @@ def png_header_data_url(width: int, height: int) -> str:
         ("too many", None, "image"),
     ],
 )
-def test_bad_images_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(server, case, urls, named):
+def test_bad_images_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
+    server, yes_checkpoint_32, case, urls, named
+):
     base, _ = server
-    urls = urls or [data_url(shape_image(0))] * 2  # the model takes one image per prompt
+    if urls is None:  # one image more than the server's limit (the context over one image's tokens)
+        from llava_vitsplit.serve.vllm_engine import images_per_prompt
+
+        urls = [data_url(shape_image(0))] * (images_per_prompt(str(yes_checkpoint_32), 512) + 1)
     status, body = chat_status(base, urls)
     assert 400 <= status < 500, (case, status, body[:500])
     assert named in body.lower(), body[:500]

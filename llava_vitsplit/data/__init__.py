@@ -6,12 +6,11 @@ from llava_vitsplit.data.encoding import IGNORE_INDEX, Encoded, encode
 from llava_vitsplit.data.images import load_image
 from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, Sample, Turn, load_records, parse_record
 from llava_vitsplit.data.sampler import ModalityLengthGroupedSampler, modality_length_grouped_indices
-from llava_vitsplit.data.templates import TEMPLATES, Rendered, get_template
+from llava_vitsplit.data.templates import Rendered, get_template, template_names
 
 __all__ = [
     "IGNORE_INDEX",
     "IMAGE_TAG",
-    "TEMPLATES",
     "DataProblem",
     "Encoded",
     "LazySupervisedDataset",
@@ -27,4 +26,5 @@ __all__ = [
     "load_records",
     "modality_length_grouped_indices",
     "parse_record",
+    "template_names",
 ]

@@ -1,4 +1,4 @@
-"""Batch collation: right-pad ids and labels, stack the images of the samples that have one."""
+"""Batch collation: right-pad ids and labels, concatenate the samples' images in order."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from llava_vitsplit.data.encoding import IGNORE_INDEX
 class SupervisedCollator:
     """``input_ids``/``labels``/``attention_mask`` [B, T]; ``pixel_values`` [N_img, 3, H, W] if any image.
 
-    Text-only samples contribute no image, so a mixed batch has fewer images than rows; the model matches
-    images to ``<image>`` tokens in order.
+    Each sample brings its own number of images (``pixel_values`` [n_img, 3, H, W]; none when text-only),
+    so ``N_img`` is the batch's total, in sample order and, within a sample, in tag order: transformers'
+    Llava fills the ``<image>`` token runs of ``input_ids`` (row-major) with the images in that order.
     """
 
     pad_token_id: int
@@ -32,5 +33,5 @@ class SupervisedCollator:
         batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
         images = [item["pixel_values"] for item in items if "pixel_values" in item]
         if images:
-            batch["pixel_values"] = torch.stack(images)  # [N_img, 3, H, W]
+            batch["pixel_values"] = torch.cat(images)  # [N_img, 3, H, W]
         return batch

@@ -15,6 +15,9 @@ run is the same); skips are counted per record place (``file:line``), never merg
 raises with the full list of bad records. ``llava-vitsplit validate-data`` reports all
 problems before a run. ``require_image=True`` (stage 1, where only the connector trains) leaves
 text-only samples out, since a batch of them would carry no gradient.
+
+A record may hold several images (``records.py``); ``max_images_per_sample`` skips (and counts, as
+``too_many_images``) the records with more, like any other bad record.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def count_image_tokens(processor) -> int:
 
 
 class LazySupervisedDataset(Dataset):
-    """Items: ``input_ids`` [T], ``labels`` [T] and, for image samples, ``pixel_values`` [3, H, W].
+    """Items: ``input_ids`` [T], ``labels`` [T] and, for image samples, ``pixel_values`` [n_img, 3, H, W].
 
     ``data_path``: data file(s), a mixture file (``mixture.py``) or a list of ``DataSource``. Each file
     is read through its on-disk index (``record_index.py``); a sample is parsed when it is fetched.
@@ -66,11 +69,12 @@ class LazySupervisedDataset(Dataset):
         processor,
         *,
         image_folder: str | Path | None = None,
-        template: str | Template = "vicuna_v1",
+        template: str | Template = "auto",
         model_max_length: int | None = 2048,
         strict: bool = False,
         require_image: bool = False,
         seed: int = 0,
+        max_images_per_sample: int | None = None,
     ) -> None:
         given = [data_path] if isinstance(data_path, str | Path) else list(data_path)
         if given and all(isinstance(s, DataSource) for s in given):
@@ -80,11 +84,15 @@ class LazySupervisedDataset(Dataset):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_folder = Path(image_folder) if image_folder else None
-        default = get_template(template) if isinstance(template, str) else template
-        self.templates = [get_template(s.template) if s.template else default for s in self.sources]
+        family = getattr(processor, "llm_family", None)  # what ``auto`` means: the LLM's own format
+        default = get_template(template, family) if isinstance(template, str) else template
+        self.templates = [get_template(s.template, family) if s.template else default for s in self.sources]
         self.template = default
         self.model_max_length = model_max_length
         self.strict = strict
+        if max_images_per_sample is not None and max_images_per_sample < 1:
+            raise ValueError(f"max_images_per_sample must be >= 1, got {max_images_per_sample}")
+        self.max_images_per_sample = max_images_per_sample
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TAG)
         self.num_image_tokens = count_image_tokens(processor)
         self.problems: Counter[str] = Counter()
@@ -124,6 +132,11 @@ class LazySupervisedDataset(Dataset):
                 self._report_bad_record(index, row, bad_records)
             kept = usable & (index.rows["num_images"] > 0) if require_image else usable
             self.num_text_only_dropped += int(usable.sum() - kept.sum())
+            if self.max_images_per_sample is not None:  # reported as too_many_images, like a bad record
+                over = kept & (index.rows["num_images"] > self.max_images_per_sample)
+                for row in np.flatnonzero(over).tolist():
+                    self._report_bad_record(index, row, bad_records)
+                kept &= ~over
             rows.append(np.flatnonzero(kept))
             files.append(np.full(len(rows[-1]), len(self.files) - 1))
         files_of, rows_of = np.concatenate(files), np.concatenate(rows)
@@ -144,7 +157,7 @@ class LazySupervisedDataset(Dataset):
     def _report_bad_record(self, index: RecordIndex, row: int, bad_records: list[str]) -> None:
         """Re-parse a record the index marked unusable, to report its problem with its place."""
         try:
-            parse_record(index.record(row), row)
+            parse_record(index.record(row), row, self.max_images_per_sample)
         except DataProblem as problem:
             where = index.place(row)
             bad_records.append(f"{where}: {problem}")
@@ -156,7 +169,7 @@ class LazySupervisedDataset(Dataset):
     def sample(self, index: int) -> Sample:
         """Sample ``index``, read from its file and parsed now."""
         row = int(self._row[index])
-        return parse_record(self.files[self._file[index]].record(row), row)
+        return parse_record(self.files[self._file[index]].record(row), row, self.max_images_per_sample)
 
     def place(self, index: int) -> str:
         return self.files[self._file[index]].place(int(self._row[index]))
@@ -173,7 +186,7 @@ class LazySupervisedDataset(Dataset):
             mine = self._file == number
             words[mine] = index.rows["num_words"][self._row[mine]]
             images[mine] = index.rows["num_images"][self._row[mine]]
-        return np.where(images > 0, words + self.num_image_tokens, -np.maximum(1, words)).tolist()
+        return np.where(images > 0, words + self.num_image_tokens * images, -np.maximum(1, words)).tolist()
 
     def _report(self, problem: DataProblem, where: str) -> None:
         """Count a skipped record once per place (records may share an id, or have none)."""
@@ -210,8 +223,9 @@ class LazySupervisedDataset(Dataset):
         if bad:
             raise ValueError(f"--strict_data: {len(bad)} bad record(s), nothing trained:\n" + "\n".join(bad))
 
-    def image_path(self, sample: Sample, folder: Path | None) -> Path:
-        return folder / sample.image if folder else Path(sample.image)
+    @staticmethod
+    def image_path(image: str, folder: Path | None) -> Path:
+        return folder / image if folder else Path(image)
 
     def pixel_values(self, image: Image.Image) -> torch.Tensor:
         """[3, H, W]: the processor's aspect-ratio handling (``pad``/``resize``), then its image processor."""
@@ -224,9 +238,14 @@ class LazySupervisedDataset(Dataset):
         """The item for sample ``index``; raises ``DataProblem`` when it cannot be used."""
         sample, source = self.sample(index), self.source_number(index)
         item = {}
-        if sample.image is not None:
-            path = self.image_path(sample, self.sources[source].image_folder)
-            item["pixel_values"] = self.pixel_values(load_image(path, sample.id))
+        if sample.images:
+            folder = self.sources[source].image_folder
+            item["pixel_values"] = torch.stack(  # [n_img, 3, H, W], in tag order
+                [
+                    self.pixel_values(load_image(self.image_path(image, folder), sample.id))
+                    for image in sample.images
+                ]
+            )
         rendered = self.templates[source].render(sample, self.tokenizer)
         encoded = encode(
             rendered,

@@ -134,10 +134,10 @@ def _source(entry: Any, number: int, base: Path, image_folder: Path | None) -> t
         problems.append(f"image folder {folder} does not exist")
     template = entry.get("template")
     if template is not None:
-        from llava_vitsplit.data.templates import TEMPLATES
+        from llava_vitsplit.data.templates import template_names
 
-        if template not in TEMPLATES:
-            problems.append(f"template {template!r} is not one of {sorted(TEMPLATES)}")
+        if template not in template_names():
+            problems.append(f"template {template!r} is not one of {template_names()}")
     problems += _amount_problems(entry)
     if problems:
         return None, [f"{label}: {p}" for p in problems]

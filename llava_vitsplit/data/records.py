@@ -3,8 +3,14 @@
 A record is ``{"id": ..., "image": "relative/path.jpg" (optional), "conversations": [{"from": "human",
 "value": "<image>\\nQuestion"}, {"from": "gpt", "value": "Answer"}, ...]}``. Roles ``human``/``user`` and
 ``gpt``/``assistant`` are accepted; turns must alternate starting with the user. As in LLaVA-1.5, the
-``<image>`` tag is moved to the start of the first user turn followed by a newline; a record with an
-image but no tag gets one there. Every problem is a ``DataProblem`` naming the record and the field.
+``<image>`` tag of a one-image record (``"image"`` a string) is moved to the start of the first user turn
+followed by a newline; a record with an image but no tag gets one there.
+
+Several images (LLaVA-Interleave / OneVision format): ``"image": ["a.jpg", "b.jpg"]`` with one ``<image>``
+tag per image in the user turns, left where they are (the i-th tag is the i-th image); a list without tags
+gets ``<image>\\n`` per image at the start of the first user turn, in order (``place_image_tags``, the rule
+inference uses too). A tag count that differs from the image count, or a tag in an assistant turn, is a
+``bad_image_tag`` problem. Every problem is a ``DataProblem`` naming the record and the field.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-IMAGE_TAG = "<image>"
+from llava_vitsplit.llms.registry import IMAGE_TOKEN as IMAGE_TAG
+from llava_vitsplit.model.chat_templates import place_image_tags
+
 USER, ASSISTANT = "user", "assistant"
 _ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
 
@@ -37,10 +45,10 @@ class Turn:
 
 @dataclass(frozen=True)
 class Sample:
-    """One checked record: ``image`` is the path relative to the image folder, or None (text-only)."""
+    """One checked record: ``images`` are paths relative to the image folder, in tag order (none: text-only)."""
 
     id: str
-    image: str | None
+    images: tuple[str, ...]
     turns: tuple[Turn, ...]
 
     @property
@@ -109,16 +117,22 @@ def record_id(record: Any, index: int) -> str:
     return f"#{index}"
 
 
-def parse_record(record: Any, index: int) -> Sample:
-    """Check one raw record and return a ``Sample`` or raise ``DataProblem``."""
+def parse_record(record: Any, index: int, max_images: int | None = None) -> Sample:
+    """Check one raw record and return a ``Sample`` or raise ``DataProblem``.
+
+    ``max_images`` (``--max_images_per_sample``): a record with more images is a ``too_many_images`` problem.
+    """
     rid = record_id(record, index)
     if isinstance(record, _BadLine):
         raise DataProblem(rid, "malformed_record", f"invalid JSON line ({record.error})")
     if not isinstance(record, dict):
         raise DataProblem(rid, "malformed_record", f"record is a {type(record).__name__}, not an object")
     image = record.get("image")
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        raise DataProblem(rid, "malformed_record", f"field 'image' must be a non-empty string, got {image!r}")
+    _check_image_field(rid, image)
+    if isinstance(image, list) and max_images is not None and len(image) > max_images:
+        raise DataProblem(
+            rid, "too_many_images", f"{len(image)} images, over --max_images_per_sample={max_images}"
+        )
     conversations = record.get("conversations")
     if not isinstance(conversations, list) or not conversations:
         raise DataProblem(rid, "malformed_record", "field 'conversations' must be a non-empty list")
@@ -147,6 +161,8 @@ def parse_record(record: Any, index: int) -> Sample:
     if any(not t.text.strip() for t in turns if t.role == ASSISTANT):
         raise DataProblem(rid, "malformed_record", "empty assistant reply")
 
+    if isinstance(image, list):
+        return Sample(id=rid, images=tuple(image), turns=_multi_image_turns(rid, turns, len(image)))
     num_tags = sum(t.text.count(IMAGE_TAG) for t in turns)
     if image is None and num_tags:
         raise DataProblem(
@@ -159,4 +175,35 @@ def parse_record(record: Any, index: int) -> Sample:
     if image is not None:
         question = turns[0].text.replace(IMAGE_TAG, "").strip()
         turns[0] = Turn(USER, f"{IMAGE_TAG}\n{question}")
-    return Sample(id=rid, image=image, turns=tuple(turns))
+    return Sample(id=rid, images=() if image is None else (image,), turns=tuple(turns))
+
+
+def _check_image_field(rid: str, image: Any) -> None:
+    """``image``: absent, a non-empty path, or a non-empty list of them."""
+    if image is None or (isinstance(image, str) and image.strip()):
+        return
+    if isinstance(image, list) and image and all(isinstance(p, str) and p.strip() for p in image):
+        return
+    raise DataProblem(
+        rid,
+        "malformed_record",
+        f"field 'image' must be a non-empty path or a non-empty list of paths, got {image!r}",
+    )
+
+
+def _multi_image_turns(rid: str, turns: list[Turn], num_images: int) -> tuple[Turn, ...]:
+    """The turns of a record with an image list: tags kept in place, or placed first when there are none."""
+    in_replies = sum(t.text.count(IMAGE_TAG) for t in turns if t.role == ASSISTANT)
+    if in_replies:
+        raise DataProblem(rid, "bad_image_tag", f"{in_replies} {IMAGE_TAG} tag(s) in assistant turns")
+    num_tags = sum(t.text.count(IMAGE_TAG) for t in turns)
+    if num_tags == 0:
+        turns[0] = Turn(USER, place_image_tags(turns[0].text, num_images, IMAGE_TAG))
+    elif num_tags != num_images:
+        raise DataProblem(
+            rid,
+            "bad_image_tag",
+            f"{num_images} images in 'image' but {num_tags} {IMAGE_TAG} tag(s) in the turns "
+            "(one tag per image, or none to put them all at the start)",
+        )
+    return tuple(turns)

@@ -8,7 +8,7 @@ and template (all records, not the training draw); a problem in the mixture file
 
     llava-vitsplit validate-data --data_path train.json --image_folder images/ \\
         --model_name_or_path lmsys/vicuna-7b-v1.5 --vision_tower openai/clip-vit-large-patch14-336 \\
-        --version vicuna_v1 --model_max_length 2048
+        --version auto --model_max_length 2048
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from llava_vitsplit.data.encoding import encode
 from llava_vitsplit.data.images import load_image
 from llava_vitsplit.data.mixture import DataSource, is_mixture, load_mixture
 from llava_vitsplit.data.records import IMAGE_TAG, DataProblem, load_records, parse_record
-from llava_vitsplit.data.templates import TEMPLATES, get_template
+from llava_vitsplit.data.templates import get_template, template_names
 
 
 @dataclass
@@ -57,8 +57,9 @@ def validate_data(
     data_paths: list[str | Path],
     image_folder: str | Path | None = None,
     processor=None,
-    template: str = "vicuna_v1",
+    template: str = "auto",
     model_max_length: int | None = None,
+    max_images_per_sample: int | None = None,
 ) -> ValidationReport:
     """Check every record (and, with a processor, its tokenization); never raises on a bad sample.
 
@@ -67,6 +68,7 @@ def validate_data(
     """
     report = ValidationReport()
     tokens = (None, None)
+    family = getattr(processor, "llm_family", None)  # what ``auto`` means: the LLM's own format
     if processor is not None:
         from llava_vitsplit.data.dataset import count_image_tokens
 
@@ -78,14 +80,17 @@ def validate_data(
             DataSource("data", tuple(Path(p) for p in data_paths), image_folder and Path(image_folder))
         ]
     for source in sources:
-        template_obj = get_template(source.template or template)
+        template_obj = get_template(source.template or template, family) if processor is not None else None
         for path in source.files:
-            _check_file(report, path, source.image_folder, template_obj, processor, tokens, model_max_length)
+            limits = (model_max_length, max_images_per_sample)
+            _check_file(report, path, source.image_folder, template_obj, processor, tokens, limits)
     return report
 
 
-def _check_file(report, path, folder, template_obj, processor, tokens, model_max_length) -> None:
-    """Add one data file's records and problems to ``report``; ``tokens``: (image token id, count)."""
+def _check_file(report, path, folder, template_obj, processor, tokens, limits) -> None:
+    """Add one data file's records and problems to ``report``; ``tokens``: (image token id, count),
+    ``limits``: (model_max_length, max_images_per_sample)."""
+    model_max_length, max_images = limits
     try:
         records = load_records(path)
     except (ValueError, OSError) as err:  # a whole-file problem is a finding; the other files go on
@@ -94,10 +99,11 @@ def _check_file(report, path, folder, template_obj, processor, tokens, model_max
     for index, record in enumerate(records):
         report.num_records += 1
         try:
-            sample = parse_record(record, index)
-            if sample.image is not None:
+            sample = parse_record(record, index, max_images)
+            if sample.images:
                 report.num_images += 1
-                load_image(folder / sample.image if folder else Path(sample.image), sample.id)
+                for image in sample.images:
+                    load_image(folder / image if folder else Path(image), sample.id)
             else:
                 report.num_text_only += 1
             if processor is not None:
@@ -147,16 +153,27 @@ def main(argv: list[str] | None = None) -> int:
         "--processor", default=None, help="a saved llava_vitsplit checkpoint/processor instead"
     )
     parser.add_argument(
-        "--version", default="vicuna_v1", choices=sorted(TEMPLATES), help="conversation template"
+        "--version", default="auto", choices=template_names(), help="conversation template (auto: the LLM's)"
     )
     parser.add_argument("--model_max_length", type=int, default=2048)
+    parser.add_argument(
+        "--max_images_per_sample",
+        type=int,
+        default=None,
+        help="report records with more images than this (as training with the same option skips them)",
+    )
     parser.add_argument("--image_aspect_ratio", default="pad", choices=["pad", "resize"])
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     args = parser.parse_args(argv)
 
     try:
         report = validate_data(
-            args.data_path, args.image_folder, _load_processor(args), args.version, args.model_max_length
+            args.data_path,
+            args.image_folder,
+            _load_processor(args),
+            args.version,
+            args.model_max_length,
+            args.max_images_per_sample,
         )
     except (ValueError, FileNotFoundError) as err:  # the mixture file itself is wrong
         print(err)

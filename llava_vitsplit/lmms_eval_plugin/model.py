@@ -6,7 +6,10 @@ Requests are grouped by generation kwargs and batched ``batch_size`` at a time; 
 EOS text; none for the paper's benchmarks, whose LLaVA-1.5 settings ``prompts.py`` applies), ``max_new_tokens`` (default 1024), ``temperature`` (> 0 samples unless the task says
 ``do_sample: false``), ``top_p`` and ``num_beams`` are honoured; other keys (``image_aspect_ratio``...)
 are ignored. Prompts follow LLaVA-1.5 (``prompts.py``): ``<image>`` first, then the question with the
-benchmark's LLaVA-1.5 instruction, in the checkpoint's chat template.
+benchmark's LLaVA-1.5 instruction, in the checkpoint's chat template. A request may carry several images
+(``doc_to_visual`` returning a list, or several image parts in ``doc_to_messages``): each gets an
+``<image>`` tag, where the question writes them or first, in order (``serve.generation.user_message``,
+as training records place them).
 
 Model args: ``pretrained`` (checkpoint), ``device`` (auto), ``dtype`` (auto: bf16 on CUDA, fp32 on CPU),
 ``batch_size``, ``prompt_style`` (llava15 | task). Multi-GPU: ``accelerate launch -m lmms_eval ...``
@@ -32,7 +35,13 @@ from llava_vitsplit.lmms_eval_plugin.prompts import (
     llava15_generation,
     llava15_text,
 )
-from llava_vitsplit.serve.generation import GenerationSettings, generate_batch, prepare_inputs, render_prompt
+from llava_vitsplit.serve.generation import (
+    GenerationSettings,
+    generate_batch,
+    prepare_inputs,
+    render_prompt,
+    user_message,
+)
 from llava_vitsplit.serve.loading import LoadedModel, load_model
 
 DEFAULT_MAX_NEW_TOKENS = 1024
@@ -145,12 +154,8 @@ class LlavaViTSplit(lmms):
         doc = self.task_dict[task][split][doc_id]
         images = _check_images(doc_to_visual(doc) or [], f"task {task} doc {doc_id}")
         text = self._question_text(getattr(doc_to_visual, "__self__", None), doc, context)
-        if "<image>" in text:  # the task placed the image tokens itself
-            content = [{"type": "text", "text": text}]
-        else:
-            content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
-        prompt = render_prompt(self.loaded.processor, [{"role": "user", "content": content}])
-        return prompt, images
+        message = user_message(text, len(images), self.loaded.processor.image_token)  # tags kept or first
+        return render_prompt(self.loaded.processor, [message]), images
 
     def _generate(self, items: list[tuple[str, list[Image.Image]]], gen_kwargs: dict) -> list[str]:
         settings = settings_from_gen_kwargs(gen_kwargs, self.loaded.tokenizer.eos_token)
@@ -247,11 +252,17 @@ class LlavaViTSplitChat(LlavaViTSplit):
         auto_messages = getattr(getattr(task_obj, "config", None), "doc_to_messages", None) is None
         text = self._question_text(task_obj, doc, None) if auto_messages else None
         messages = []
+        image_token = self.loaded.processor.image_token
         for message in chat.to_hf_messages():
             parts = message["content"]
-            image_parts = [{"type": "image"} for part in parts if part["type"] == "image"]
-            text_parts = [part for part in parts if part["type"] == "text"]
+            num_images = sum(part["type"] == "image" for part in parts)
+            message_text = "".join(part["text"] for part in parts if part["type"] == "text")
             if text is not None and message["role"] == "user":  # LLaVA-1.5 question text
-                text_parts, text = [{"type": "text", "text": text}], None
-            messages.append({"role": message["role"], "content": image_parts + text_parts})
+                message_text, text = text, None
+            if message["role"] == "user":
+                messages.append(user_message(message_text, num_images, image_token))
+            else:
+                messages.append(
+                    {"role": message["role"], "content": [{"type": "text", "text": message_text}]}
+                )
         return render_prompt(self.loaded.processor, messages), images

@@ -16,18 +16,18 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 
 from llava_vitsplit.adapter import AdapterConfig
 from llava_vitsplit.backbones.hf_layers import effective_depth, num_prefix_tokens, truncate_layers
 from llava_vitsplit.backbones.registry import load_vision_model
+from llava_vitsplit.llms import IMAGE_TOKEN, LLMFamilySpec
+from llava_vitsplit.llms.registry import prepare_tokenizer, resolve_family, stop_token_ids
 from llava_vitsplit.model.configuration import LlavaViTSplitConfig
 from llava_vitsplit.model.modeling import LlavaViTSplitForConditionalGeneration
 from llava_vitsplit.model.processing import LlavaViTSplitProcessor
 
 logger = logging.getLogger(__name__)
-
-IMAGE_TOKEN = "<image>"
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,30 @@ def image_token_layout(config: LlavaViTSplitConfig) -> ImageTokenLayout:
 
 
 def ensure_image_token(tokenizer) -> int:
-    """Add ``<image>`` as a special token (and a pad token if missing); return the image token id."""
+    """Add ``<image>`` as a special token; return the image token id."""
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 
-def make_processor(config: LlavaViTSplitConfig, image_processor, tokenizer, image_aspect_ratio: str = "pad"):
+def language_model_family(language_model: str, tokenizer=None) -> LLMFamilySpec:
+    """The LLM family of a hub id or folder, from its config's ``model_type`` and its tokenizer (an
+    ``LLMFamilyError`` naming both and the supported families when unknown or unmaskable)."""
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(language_model)
+    return resolve_family(AutoConfig.from_pretrained(language_model).model_type, tokenizer)
+
+
+def make_processor(
+    config: LlavaViTSplitConfig,
+    image_processor,
+    tokenizer,
+    image_aspect_ratio: str = "pad",
+    family: LLMFamilySpec | None = None,
+):
     layout = image_token_layout(config)
+    chat_template = None
+    if family is not None and not getattr(tokenizer, "chat_template", None):
+        chat_template = family.chat_template
     return LlavaViTSplitProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -69,6 +83,8 @@ def make_processor(config: LlavaViTSplitConfig, image_processor, tokenizer, imag
         num_additional_image_tokens=layout.num_additional_image_tokens,
         image_token=IMAGE_TOKEN,
         image_aspect_ratio=image_aspect_ratio,
+        chat_template=chat_template,
+        llm_family=family.name if family is not None else None,
     )
 
 
@@ -102,11 +118,13 @@ def build_model(
     attn_implementation: str = "sdpa",
 ) -> tuple[LlavaViTSplitForConditionalGeneration, LlavaViTSplitProcessor]:
     """Build the full model and processor from pretrained parts (see the module docstring)."""
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    family = language_model_family(language_model, tokenizer)  # before any weights load
     vision = load_vision_model(vision_tower, torch_dtype)
     lm = AutoModelForCausalLM.from_pretrained(
         language_model, dtype=torch_dtype, attn_implementation=attn_implementation
     )
-    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    prepare_tokenizer(family, tokenizer)
     image_token_id = ensure_image_token(tokenizer)
     if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
         lm.resize_token_embeddings(len(tokenizer))
@@ -138,7 +156,9 @@ def build_model(
     init_connector(model, seed)
     model.to(torch_dtype)
 
-    processor = make_processor(config, image_processor, tokenizer, image_aspect_ratio)
+    processor = make_processor(config, image_processor, tokenizer, image_aspect_ratio, family)
+    model.generation_config.eos_token_id = stop_token_ids(family, tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     grid = config.vision_config.image_size // config.vision_config.patch_size
     model.config.image_seq_length = grid * grid
     return model, processor

@@ -20,12 +20,15 @@ def processor_from_parts(
     vision_feature_select_strategy: str = "default",
     image_aspect_ratio: str = "pad",
 ):
-    from llava_vitsplit.model.builder import ensure_image_token, make_processor
+    from llava_vitsplit.llms.registry import prepare_tokenizer
+    from llava_vitsplit.model.builder import ensure_image_token, language_model_family, make_processor
     from llava_vitsplit.model.configuration import LlavaViTSplitConfig
 
     vision_config = AutoConfig.from_pretrained(vision_tower)
     vision_config = getattr(vision_config, "vision_config", vision_config)  # full CLIP/SigLIP repos
     tokenizer = load_tokenizer(language_model)
+    family = language_model_family(language_model, tokenizer)
+    prepare_tokenizer(family, tokenizer)
     image_token_id = ensure_image_token(tokenizer)
     config = LlavaViTSplitConfig(
         vision_config=vision_config.to_dict(),
@@ -35,5 +38,5 @@ def processor_from_parts(
         vision_feature_select_strategy=vision_feature_select_strategy,
     )
     return make_processor(
-        config, AutoImageProcessor.from_pretrained(vision_tower), tokenizer, image_aspect_ratio
+        config, AutoImageProcessor.from_pretrained(vision_tower), tokenizer, image_aspect_ratio, family
     )

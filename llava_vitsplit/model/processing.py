@@ -5,9 +5,12 @@ the usual resize/crop (LLaVA-1.5's ``expand2square``), so nothing is cropped awa
 the image to the image processor. Each ``<image>`` in the text becomes ``h*w`` image tokens (plus the
 prefix tokens when the feature strategy is ``full``), matching the connector's output length.
 
-Chat templates: a tokenizer without one gets LLaVA's ``vicuna_v1`` template, which renders image parts
-itself. A tokenizer with its own text-only template (SmolLM2's ChatML, say) keeps it; ``apply_chat_template``
-then flattens each message's parts to a string with ``<image>\n`` where an image part was.
+Chat templates: ``llm_family`` names the LLM's family (``llava_vitsplit/llms``); a tokenizer without a
+template gets that family's (LLaVA-1.5's ``vicuna_v1`` when no family is named). ``apply_chat_template``
+flattens each message's parts to a string with ``<image>\n`` where an image part was (as the training
+records write it) and passes the family's template arguments (Qwen3's ``enable_thinking=False``,
+Llama-3.1's date) unless the caller gives them. A prompt that starts with the BOS token (templates that
+write it) is tokenized without a second one, as in training.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 from PIL import Image
 from transformers import LlavaProcessor
 
-from llava_vitsplit.model.chat_templates import VICUNA_V1_CHAT_TEMPLATE
+from llava_vitsplit.llms import IMAGE_TOKEN, llm_family
+from llava_vitsplit.llms.registry import FALLBACK_FAMILY, bos_in_text
 
 IMAGE_ASPECT_RATIOS = ("pad", "resize")
 
 
-def flatten_image_parts(messages: list[dict], image_token: str = "<image>") -> list[dict]:
+def flatten_image_parts(messages: list[dict], image_token: str = IMAGE_TOKEN) -> list[dict]:
     """String-content messages for text-only chat templates: image parts become ``<image>\n``."""
     flat = []
     for message in messages:
@@ -54,9 +58,10 @@ class LlavaViTSplitProcessor(LlavaProcessor):
         patch_size=None,
         vision_feature_select_strategy=None,
         chat_template=None,
-        image_token="<image>",
+        image_token=IMAGE_TOKEN,
         num_additional_image_tokens=0,
         image_aspect_ratio="pad",
+        llm_family=None,
         **kwargs,
     ):
         if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
@@ -64,8 +69,9 @@ class LlavaViTSplitProcessor(LlavaProcessor):
                 f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {image_aspect_ratio!r}"
             )
         self.image_aspect_ratio = image_aspect_ratio
+        self.llm_family = llm_family
         if chat_template is None and getattr(tokenizer, "chat_template", None) is None:
-            chat_template = VICUNA_V1_CHAT_TEMPLATE
+            chat_template = self.family.chat_template
         super().__init__(
             image_processor=image_processor,
             tokenizer=tokenizer,
@@ -76,6 +82,11 @@ class LlavaViTSplitProcessor(LlavaProcessor):
             num_additional_image_tokens=num_additional_image_tokens,
             **kwargs,
         )
+
+    @property
+    def family(self):
+        """The LLM family spec (Vicuna's for processors saved before families were recorded)."""
+        return llm_family(self.llm_family or FALLBACK_FAMILY)
 
     @property
     def pad_fill(self) -> tuple[int, int, int]:
@@ -94,17 +105,18 @@ class LlavaViTSplitProcessor(LlavaProcessor):
         return images  # arrays/tensors are passed through unchanged
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
-        """Render ``conversation``; text-only (tokenizer-owned) templates get flattened image parts."""
-        template = chat_template or self.chat_template
-        tokenizer_template = getattr(self.tokenizer, "chat_template", None)
-        if template and template != tokenizer_template:
-            return super().apply_chat_template(conversation, chat_template=template, **kwargs)
-        if not tokenizer_template:
+        """Render ``conversation`` (image parts flattened) with the family's template arguments."""
+        template = chat_template or self.chat_template or getattr(self.tokenizer, "chat_template", None)
+        if not template:
             raise ValueError("neither the processor nor its tokenizer has a chat template")
+        kwargs = {**self.family.template_kwargs, **kwargs}
         kwargs.setdefault("tokenize", False)
         return self.tokenizer.apply_chat_template(
-            flatten_image_parts(conversation, self.image_token), **kwargs
+            flatten_image_parts(conversation, self.image_token), chat_template=template, **kwargs
         )
 
     def __call__(self, images=None, text=None, **kwargs):
+        texts = [text] if isinstance(text, str) else text or []
+        if texts and all(bos_in_text(self.tokenizer, t) for t in texts):
+            kwargs.setdefault("add_special_tokens", False)  # the template wrote the BOS token
         return super().__call__(images=self.prepare_images(images), text=text, **kwargs)

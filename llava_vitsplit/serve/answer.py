@@ -1,7 +1,8 @@
 """``llava-vitsplit answer``: batch inference on LLaVA question files, shardable and resumable.
 
 Input: JSONL (or a JSON list) of ``{"question_id", "image" (relative to --image-folder, optional),
-"text"}`` as in LLaVA's eval scripts. Output: JSONL ``{"question_id", "prompt", "text", "answer_id",
+"text"}`` as in LLaVA's eval scripts; ``"image"`` may be a list of paths (several images: the text holds
+one ``<image>`` per image where each goes, or none and they go first, as in training records). Output: JSONL ``{"question_id", "prompt", "text", "answer_id",
 "model_id", "metadata"}``, appended batch by batch. Re-running skips question ids already in the answers
 file (a line cut short by a crash is dropped), so an interrupted run resumes where it stopped.
 
@@ -33,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llava_vitsplit.data.records import IMAGE_TAG
+from llava_vitsplit.model.chat_templates import place_image_tags
 from llava_vitsplit.serve.images import ImageLoadError, load_image
 from llava_vitsplit.serve.vllm_plugin import VLLMUnavailableError, require_vllm
 from llava_vitsplit.util.atomic import write_json, write_jsonl
@@ -77,9 +80,7 @@ def read_questions(path: Path) -> list[dict]:
                 raise AnswerError(f"{path} line {number}: missing field {name!r}")
         if not isinstance(record["text"], str):
             raise AnswerError(f"{path} line {number}: field 'text' must be a string")
-        image = record.get("image")
-        if image is not None and not isinstance(image, str):
-            raise AnswerError(f"{path} line {number}: field 'image' must be a string path")
+        _check_images_field(record, f"{path} line {number}")
         qid = record["question_id"]
         if qid in seen:
             raise AnswerError(
@@ -88,6 +89,18 @@ def read_questions(path: Path) -> list[dict]:
         seen[qid] = number
         questions.append(record)
     return questions
+
+
+def _check_images_field(record: dict, where: str) -> None:
+    """``image``: absent, a path or a list of paths, matching the text's ``<image>`` tags (0 or one each)."""
+    image = record.get("image")
+    paths = image if isinstance(image, list) else [image] if image is not None else []
+    if not all(isinstance(item, str) and item for item in paths):
+        raise AnswerError(f"{where}: field 'image' must be a path or a list of paths, got {image!r}")
+    try:
+        place_image_tags(record["text"], len(paths), IMAGE_TAG)
+    except ValueError as exc:
+        raise AnswerError(f"{where}: {exc} (one per image, or none to put them first)") from exc
 
 
 def chunk(items: Sequence, num_chunks: int, index: int) -> list:
@@ -127,11 +140,14 @@ def answered_ids(path: Path) -> set:
     return ids
 
 
-def image_path(question: dict, image_folder: Path | None) -> Path | None:
-    if not question.get("image"):
-        return None
-    path = Path(question["image"])
-    return path if path.is_absolute() or image_folder is None else image_folder / path
+def image_paths(question: dict, image_folder: Path | None) -> list[Path]:
+    """The question's image files in order (``image`` a path or a list of paths; none without it)."""
+    image = question.get("image")
+    names = image if isinstance(image, list) else [image] if image else []
+    return [
+        Path(name) if Path(name).is_absolute() or image_folder is None else image_folder / name
+        for name in names
+    ]
 
 
 @dataclass(frozen=True)
@@ -165,8 +181,8 @@ def find_bad_images(
     """
     from tqdm import tqdm
 
-    paths = {q["question_id"]: image_path(q, image_folder) for q in questions}
-    unique = sorted({path for path in paths.values() if path is not None})
+    paths = {q["question_id"]: image_paths(q, image_folder) for q in questions}
+    unique = sorted({path for question_paths in paths.values() for path in question_paths})
     if not unique:
         return []
     errors: dict[Path, str | None] = {}
@@ -176,11 +192,12 @@ def find_bad_images(
             for future in as_completed(futures):
                 errors[futures[future]] = future.result()
                 bar.update(1)
-    return [
-        BadImage(qid, str(path), errors[path])
-        for qid, path in paths.items()
-        if path is not None and errors[path] is not None
-    ]
+    bad = []
+    for qid, question_paths in paths.items():  # a question is bad for its first bad image
+        path = next((path for path in question_paths if errors[path] is not None), None)
+        if path is not None:
+            bad.append(BadImage(qid, str(path), errors[path]))
+    return bad
 
 
 def check_images(
@@ -279,8 +296,8 @@ def _batch_inputs(batch: Sequence[dict], args: argparse.Namespace, processor) ->
     prompts, images, texts = [], [], []
     for question in batch:
         text = question["text"] + args.prompt_suffix
-        path = image_path(question, image_folder)
-        if path is not None:
+        paths = image_paths(question, image_folder)
+        for path in paths:
             try:
                 images.append(load_image(path))
             except ImageLoadError as exc:  # checked before the run: the file changed since
@@ -288,7 +305,8 @@ def _batch_inputs(batch: Sequence[dict], args: argparse.Namespace, processor) ->
                     f"question_id {question['question_id']!r}: {exc} (it decoded when the run started; "
                     f"the answers written so far are kept and a rerun resumes after them)"
                 ) from exc
-        prompts.append(render_prompt(processor, user_messages(text, path is not None)))
+        messages = user_messages(text, len(paths), processor.image_token)
+        prompts.append(render_prompt(processor, messages))
         texts.append(text)
     return prompts, images, texts
 

@@ -1,8 +1,10 @@
-"""``llava-vitsplit chat``: multi-turn terminal chat about one image, with streamed replies.
+"""``llava-vitsplit chat``: multi-turn terminal chat about images, with streamed replies.
 
 Reads user turns from stdin (works interactively and piped), prints ``ASSISTANT:`` and the reply token
-by token. Commands: ``/image PATH_OR_URL`` (new image, new conversation), ``/reset`` (forget the turns),
-``/exit`` (or end of input). A bad image is reported on stderr and the session continues.
+by token. Commands: ``/image PATH_OR_URL`` (adds an image to the conversation: it goes with your next
+message, as ``<image>`` first or where that message writes ``<image>``), ``/reset`` (forget the turns;
+the images go with the next message), ``/exit`` (or end of input). ``--image`` may be given several
+times. A bad image is reported on stderr and the session continues.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from llava_vitsplit.serve.generation import Conversation, GenerationSettings, st
 from llava_vitsplit.serve.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from llava_vitsplit.serve.loading import DTYPE_CHOICES, load_model
 
-HELP = "commands: /image PATH_OR_URL (new conversation about that image), /reset, /exit"
+HELP = "commands: /image PATH_OR_URL (adds an image; it goes with your next message), /reset, /exit"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llava-vitsplit chat", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint directory (or hub id)")
-    parser.add_argument("--image", help="image file path or http(s) URL to talk about")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        help="image file path or http(s) URL to talk about (repeat for several; they go with the first message)",
+    )
     parser.add_argument("--temperature", type=float, default=0.2, help="0 = greedy (default 0.2)")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default 1.0)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
@@ -45,14 +52,12 @@ def run(args: argparse.Namespace, stdin=sys.stdin, stdout=sys.stdout) -> int:
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     )
-    image = None
-    if args.image:
-        image = _open_image(args.image, args.max_image_pixels)
-        if image is None:
-            return 1
+    images = [_open_image(source, args.max_image_pixels) for source in args.image]
+    if any(image is None for image in images):
+        return 1
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     print(f"loaded {args.model} on {loaded.device} ({loaded.dtype}); {HELP}", file=sys.stderr, flush=True)
-    conversation = Conversation(image=image, system=args.system)
+    conversation = Conversation(images=images, system=args.system)
     while True:
         stdout.write("USER: ")
         stdout.flush()
@@ -66,22 +71,30 @@ def run(args: argparse.Namespace, stdin=sys.stdin, stdout=sys.stdout) -> int:
         if text == "/exit":
             return 0
         if text == "/reset":
-            conversation = Conversation(image=conversation.image, system=args.system)
+            conversation = Conversation(images=conversation.images, system=args.system)
             print("(conversation reset)", file=sys.stderr, flush=True)
             continue
         if text.startswith("/image"):
             source = text.removeprefix("/image").strip()
             new_image = _open_image(source, args.max_image_pixels) if source else None
             if new_image is not None:
-                conversation = Conversation(image=new_image, system=args.system)
-                print(f"(new conversation about {source})", file=sys.stderr, flush=True)
+                conversation.add_image(new_image)
+                print(
+                    f"(image {len(conversation.images)}: {source}; it goes with your next message)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             elif not source:
                 print("usage: /image PATH_OR_URL", file=sys.stderr, flush=True)
             continue
         if text.startswith("/"):
             print(f"unknown command {text.split()[0]}; {HELP}", file=sys.stderr, flush=True)
             continue
-        conversation.add_user(text)
+        try:
+            conversation.add_user(text, loaded.processor.image_token)
+        except ValueError as exc:  # <image> tags that do not match the images sent with this message
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            continue
         stdout.write("ASSISTANT: ")
         stdout.flush()
         reply = []

@@ -3,7 +3,8 @@
 Layout: a messages-format ``Chatbot``, a ``MultimodalTextbox`` (question + optional image upload),
 regenerate / stop / clear buttons, sliders for temperature, top-p and max new tokens, and example
 prompts. Replies stream token by token. Each browser session keeps its own conversation in ``gr.State``;
-an uploaded image starts a new conversation about it (LLaVA-1.5 handles one image per conversation).
+uploaded images (one or several per message) join the conversation and go with the message sent with
+them, or with the next one (``Conversation.add_image``); Clear starts over.
 
 A submitted message is shown by an unqueued step, then its reply waits in gradio's queue: generation
 events share one concurrency group, so at most ``--concurrency`` replies are computed at once. Uploads
@@ -34,6 +35,7 @@ EXAMPLE_PROMPTS = (
     "Is there any text in the image? If so, what does it say?",
 )
 UPLOAD_HINT = "Please upload a PNG, JPEG, WebP, GIF or BMP photo."
+IMAGE_TAGS_HINT = "Write one <image> per image sent with this message, or none to put them first."
 STILL_ANSWERING = "(Still answering your previous message; send this once it is done, or press Stop.)"
 DEFAULT_MAX_FILE_SIZE = "20mb"
 # Uploads up to --max-file-size are used; larger ones up to this many times it still reach the handler and
@@ -68,8 +70,8 @@ def parse_file_size(text: str | int) -> int:
     return int(match[1]) * 1024 ** ("b", "kb", "mb", "gb").index(match[2] or "b")
 
 
-def _upload_path(files: list) -> str:
-    return files[0] if isinstance(files[0], str) else files[0].get("path")
+def _upload_paths(files: list) -> list[str]:
+    return [file if isinstance(file, str) else file.get("path") for file in files]
 
 
 class DemoHandlers:
@@ -116,20 +118,30 @@ class DemoHandlers:
         finally:
             session.busy = False
 
-    def _open_upload(self, session: ChatSession, path: str) -> ChatSession | None:
-        """A new session about the uploaded image, or None after explaining the refusal in the chat."""
-        name = Path(path).name
-        try:
-            image = load_image(
-                path, max_pixels=self.max_image_pixels, max_bytes=self.max_file_bytes, display_name=name
-            )
-        except ImageLoadError as exc:
-            session.history += [
-                {"role": "user", "content": f"(uploaded {name})"},
-                {"role": "assistant", "content": f"I could not use that upload: {exc}. {UPLOAD_HINT}"},
-            ]
-            return None
-        return ChatSession(Conversation(image=image), [{"role": "user", "content": {"path": path}}])
+    def _add_uploads(self, session: ChatSession, paths: list[str]) -> bool:
+        """Add the uploaded images to the conversation, or none of them after explaining a refusal."""
+        images = []
+        for path in paths:
+            name = Path(path).name
+            try:
+                images.append(
+                    load_image(
+                        path,
+                        max_pixels=self.max_image_pixels,
+                        max_bytes=self.max_file_bytes,
+                        display_name=name,
+                    )
+                )
+            except ImageLoadError as exc:
+                session.history += [
+                    {"role": "user", "content": f"(uploaded {name})"},
+                    {"role": "assistant", "content": f"I could not use that upload: {exc}. {UPLOAD_HINT}"},
+                ]
+                return False
+        for image, path in zip(images, paths, strict=True):
+            session.conversation.add_image(image)
+            session.history.append({"role": "user", "content": {"path": path}})
+        return True
 
     def add_message(
         self,
@@ -160,19 +172,21 @@ class DemoHandlers:
             )
         cleared = {"text": "", "files": []}
         if files:
-            opened = self._open_upload(session, _upload_path(files))
-            if opened is None:
+            if not self._add_uploads(session, _upload_paths(files)):
                 return session.history, session, {"text": raw_text, "files": []}
-            session = opened
             if not text:
                 session.history.append(
-                    {"role": "assistant", "content": "Got the image. What would you like to know?"}
+                    {"role": "assistant", "content": "Got it. What would you like to know?"}
                 )
         if text:
             turns = session.conversation.turns
             if turns and turns[-1][1] is None:  # the previous reply failed: move on
                 turns.pop()
-            session.conversation.add_user(text)
+            try:
+                session.conversation.add_user(text, self.loaded.processor.image_token)
+            except ValueError as exc:  # <image> tags that do not match the message's images
+                reply = {"role": "assistant", "content": f"{exc}. {IMAGE_TAGS_HINT}"}
+                return [*session.history, reply], session, {"text": raw_text, "files": []}
             session.history.append({"role": "user", "content": text})
             session.waiting = settings
         return session.history, session, cleared
@@ -321,13 +335,13 @@ def build_demo(
     handlers = DemoHandlers(engine, max_image_pixels, max_file_bytes)
     defaults = defaults or GenerationSettings(max_new_tokens=512, temperature=0.2, top_p=1.0)
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\nUpload an image and ask about it. A new image starts a new conversation.")
+        gr.Markdown(f"# {title}\nUpload images and ask about them; Clear starts a new conversation.")
         ui = {
             "session": gr.State(ChatSession()),
             "chatbot": gr.Chatbot(label="Conversation", height=480),
             "textbox": gr.MultimodalTextbox(
-                placeholder="Ask about the image (attach one with the clip button)",
-                file_count="single",
+                placeholder="Ask about the images (attach one or several with the clip button)",
+                file_count="multiple",
                 show_label=False,
             ),
         }

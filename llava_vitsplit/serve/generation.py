@@ -1,8 +1,10 @@
 """Prompts, streaming and batched generation shared by the CLI chat, the demo, ``answer`` and lmms-eval.
 
-A :class:`Conversation` holds at most one image (LLaVA-1.5 was trained with one image per
-conversation, placed in the first user turn) and the alternating user/assistant texts; the processor's
-chat template (``vicuna_v1`` for LLaVA checkpoints) renders it. Streaming runs ``generate`` in a worker
+A :class:`Conversation` holds the alternating user/assistant texts and the images each user message
+brought (none, one as in LLaVA-1.5, or several); the processor's chat template (``vicuna_v1`` for LLaVA
+checkpoints) renders it. A user text gets its images' ``<image>`` tags as a training record's turn does
+(``place_image_tags``: tags the user wrote are kept, otherwise one per image goes first), so inference
+prompts are the training text exactly. Streaming runs ``generate`` in a worker
 thread feeding a ``TextIteratorStreamer``; an exception in the worker is re-raised in the caller.
 Batched generation left-pads, decodes only the new tokens and cuts each text at the first stop string.
 """
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from llava_vitsplit.model.chat_templates import place_image_tags
 from llava_vitsplit.serve.loading import LoadedModel
 
 STREAM_TIMEOUT_S = 600.0  # a token that takes longer than this means the worker is stuck
@@ -59,8 +62,7 @@ class GenerationSettings:
             "do_sample": self.sampling,
             "num_beams": self.num_beams,
             "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        }
+        }  # EOS: the checkpoint's generation_config, the LLM family's end-of-turn and stop tokens
         if self.min_new_tokens:
             kwargs["min_new_tokens"] = self.min_new_tokens
         if self.sampling:
@@ -78,15 +80,43 @@ class GenerationSettings:
 
 @dataclass
 class Conversation:
-    """One image (optional) and the turns so far; the last assistant text is None while pending."""
+    """The images and turns so far; the last assistant text is None while pending.
 
-    image: Image.Image | None = None
+    ``images`` given here go with the first user message; :meth:`add_image` adds one to the next user
+    message. ``image_turns[i]`` is the index of the user turn image ``i`` goes with; images of a turn
+    that is removed (``turns.pop()``) go with the next message instead.
+    """
+
+    images: list[Image.Image] = field(default_factory=list)
     turns: list[list[str | None]] = field(default_factory=list)  # [[user, assistant | None], ...]
     system: str | None = None
+    image_turns: list[int] = field(init=False)
 
-    def add_user(self, text: str) -> None:
-        if self.turns and self.turns[-1][1] is None:
+    def __post_init__(self) -> None:
+        self.images = list(self.images)
+        self.image_turns = [0] * len(self.images)
+
+    def add_image(self, image: Image.Image) -> None:
+        """``image`` goes with the next user message (after any already waiting)."""
+        self.images.append(image)
+        self.image_turns.append(len(self.turns))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.turns) and self.turns[-1][1] is None
+
+    def add_user(self, text: str, image_token: str | None = None) -> None:
+        """Add a user message; the images waiting go with it.
+
+        With ``image_token``, a text whose tags do not match its images raises ``ValueError`` and nothing
+        is added (``place_image_tags``).
+        """
+        if self.pending:
             raise ValueError("the previous user message has no reply yet")
+        new = len(self.turns)
+        if image_token is not None:
+            place_image_tags(text, sum(turn >= new for turn in self.image_turns), image_token)
+        self.image_turns = [min(turn, new) for turn in self.image_turns]  # waiting images go with it
         self.turns.append([text, None])
 
     def set_reply(self, text: str) -> None:
@@ -94,27 +124,39 @@ class Conversation:
             raise ValueError("no pending user message to reply to")
         self.turns[-1][1] = text
 
-    def messages(self) -> list[dict]:
-        """Chat-template messages; the image part goes first in the first user turn."""
+    def images_in_turns(self) -> list[Image.Image]:
+        """The images of the turns so far, in prompt order (those waiting for a message left out)."""
+        return [
+            image for image, turn in zip(self.images, self.image_turns, strict=True) if turn < len(self.turns)
+        ]
+
+    def messages(self, image_token: str) -> list[dict]:
+        """Chat-template messages; each user text carries its images' ``image_token`` tags."""
         messages: list[dict] = []
         if self.system:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system}]})
         for index, (user, assistant) in enumerate(self.turns):
-            content: list[dict] = []
-            if index == 0 and self.image is not None:
-                content.append({"type": "image"})
-            content.append({"type": "text", "text": user})
-            messages.append({"role": "user", "content": content})
+            messages.append(user_message(user, self.image_turns.count(index), image_token))
             if assistant is not None:
                 messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
         return messages
 
 
-def user_messages(text: str, with_image: bool, system: str | None = None) -> list[dict]:
-    """The messages of a single-turn question (batch inference, benchmarks)."""
-    conversation = Conversation(image=Image.new("RGB", (1, 1)) if with_image else None, system=system)
-    conversation.add_user(text)
-    return conversation.messages()
+def user_message(text: str, num_images: int, image_token: str) -> dict:
+    """A user message with ``num_images`` images, its text as a training record's turn (``place_image_tags``).
+
+    A text with a tag count other than 0 or ``num_images`` raises ``ValueError``.
+    """
+    return {
+        "role": "user",
+        "content": [{"type": "text", "text": place_image_tags(text, num_images, image_token)}],
+    }
+
+
+def user_messages(text: str, num_images: int, image_token: str, system: str | None = None) -> list[dict]:
+    """The messages of a single-turn question with ``num_images`` images (batch inference, benchmarks)."""
+    system_message = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    return [*system_message, user_message(text, num_images, image_token)]
 
 
 def render_prompt(processor, messages: list[dict]) -> str:
@@ -124,8 +166,8 @@ def render_prompt(processor, messages: list[dict]) -> str:
 
 def conversation_prompt(processor, conversation: Conversation) -> tuple[str, list[Image.Image]]:
     """The prompt every engine generates the pending reply from, and its images in prompt order."""
-    prompt = render_prompt(processor, conversation.messages())
-    return prompt, [conversation.image] if conversation.image is not None else []
+    prompt = render_prompt(processor, conversation.messages(processor.image_token))
+    return prompt, conversation.images_in_turns()
 
 
 def prepare_inputs(loaded: LoadedModel, prompts: Sequence[str], images: Sequence[Image.Image]):
@@ -135,7 +177,7 @@ def prepare_inputs(loaded: LoadedModel, prompts: Sequence[str], images: Sequence
     )
     inputs = inputs.to(loaded.device)
     if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)  # [B, 3, H, W]
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)  # [N_img, 3, H, W]
     return inputs
 
 

@@ -3,7 +3,7 @@
 vLLM's Transformers backend builds our ``LlavaViTSplitModel`` with ``AutoModel``, swaps the language
 model's attention and linear layers for its own, and calls our ``get_image_features`` for the image
 tokens. What this subclass adds: the ``<image>`` placeholder that vLLM writes into chat messages for a
-chat template that renders text only (SmolLM2's ChatML); the processor then expands it to the image's
+chat template that renders text only (every family's but Vicuna's); the processor then expands it to the image's
 ``h*w`` tokens.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from vllm.model_executor.models.transformers import TransformersMultiModalForCausalLM
 
-IMAGE_PLACEHOLDER = "<image>"
+from llava_vitsplit.llms import IMAGE_TOKEN as IMAGE_PLACEHOLDER
 
 
 class LlavaViTSplitForVLLM(TransformersMultiModalForCausalLM):

@@ -100,7 +100,7 @@ class EagerRecords:
 
     def images_only(self) -> EagerRecords:
         """Stage 1's view: the text-only samples left out (and counted)."""
-        kept = [i for i, s in enumerate(self.samples) if s.image is not None]
+        kept = [i for i, s in enumerate(self.samples) if s.images]
         return EagerRecords(
             [self.samples[i] for i in kept],
             [self.places[i] for i in kept],
@@ -110,7 +110,7 @@ class EagerRecords:
 
     def modality_lengths(self, num_image_tokens: int) -> list[int]:
         return [
-            s.num_words + num_image_tokens if s.image is not None else -max(1, s.num_words)
+            s.num_words + num_image_tokens * len(s.images) if s.images else -max(1, s.num_words)
             for s in self.samples
         ]
 

@@ -20,19 +20,10 @@ import transformers
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from llava_vitsplit.backbones.registry import backbone_spec
+from llava_vitsplit.testing.tiny_text import TINY_CORPUS, TINY_WIDTH, tiny_text_shape
 
 TINY_IMAGE_SIZE = 56
 TINY_PATCH = 14
-TINY_WIDTH = 32
-TINY_CORPUS = [
-    "A chat between a curious user and an artificial intelligence assistant.",
-    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
-    "USER: What colour is the shape? ASSISTANT: The shape is red.",
-    "What shape is in the image? A blue circle on a white background.",
-    "Is there a triangle? Yes. Is there a square? No. Answer the question using a single word or phrase.",
-    "green yellow purple orange gray brown black white teal red blue circle square triangle rectangle",
-    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9",
-]
 
 
 def make_bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
@@ -91,19 +82,8 @@ def save_tiny_vision_tower(
 def tiny_text_config(
     vocab_size: int, tokenizer=None, width: int = TINY_WIDTH, num_heads: int = 4
 ) -> LlamaConfig:
-    """A 2-layer Llama; head_dim is ``width // num_heads`` (vLLM's CPU attention needs it >= 32)."""
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=2,
-        num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2),
-        max_position_embeddings=512,
-        bos_token_id=getattr(tokenizer, "bos_token_id", 1),
-        eos_token_id=getattr(tokenizer, "eos_token_id", 2),
-        pad_token_id=getattr(tokenizer, "pad_token_id", None),
-    )
+    """A 2-layer Llama of ``tiny_text_shape``."""
+    return LlamaConfig(**tiny_text_shape(vocab_size, tokenizer, width, num_heads))
 
 
 def save_tiny_language_model(
@@ -134,17 +114,24 @@ def build_tiny_checkpoint(
     seed: int = 0,
     text_width: int = TINY_WIDTH,
     text_heads: int = 4,
+    llm_family: str | None = None,
 ):
     """Build and save a complete tiny checkpoint; returns ``(path, model, processor)``.
 
-    ``text_width`` / ``text_heads`` size the LM (vLLM tests use 64 / 2: head_dim 32).
+    ``text_width`` / ``text_heads`` size the LM (vLLM tests use 64 / 2: head_dim 32); ``llm_family``
+    (a registered LLM family) builds that family's tiny LM and tokenizer instead of the Llama one.
     """
     from llava_vitsplit.model.builder import build_model
+    from llava_vitsplit.testing.llm_families import save_tiny_family_lm
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as parts:
         vision_dir = save_tiny_vision_tower(Path(parts) / "vision", kind, seed)
-        lm_dir = save_tiny_language_model(Path(parts) / "lm", tokenizer, seed, text_width, text_heads)
+        lm_dir = (
+            save_tiny_family_lm(Path(parts) / "lm", llm_family, seed, text_width, text_heads)
+            if llm_family
+            else save_tiny_language_model(Path(parts) / "lm", tokenizer, seed, text_width, text_heads)
+        )
         model, processor = build_model(
             str(vision_dir),
             str(lm_dir),

@@ -23,7 +23,6 @@ MODEL_DEFAULTS = {
     "mm_projector_type": "vitsplit",
     "mm_vision_select_layer": -2,
     "fusion_output": "llm",
-    "version": "vicuna_v1",
 }
 ADAPTER_FIELDS = (
     "num_task_layers",
@@ -51,7 +50,11 @@ class ModelArguments:
         metadata={"help": "Preset whose `train` block gives the training defaults (default: --preset)"},
     )
     version: str | None = field(
-        default=None, metadata={"help": "Conversation template: plain | vicuna_v1 | chat_template"}
+        default=None,
+        metadata={
+            "help": "Conversation template: plain (stage 1 default) | auto (the LLM's family, stage 2 "
+            "default) | a family name, which must be the LLM's (llava-vitsplit llm-families)"
+        },
     )
     tune_mm_mlp_adapter: bool = field(
         default=False, metadata={"help": "Stage 1: train only the connector (task head included)"}
@@ -99,6 +102,10 @@ class DataArguments:
     image_folder: str | None = field(default=None)
     image_aspect_ratio: str | None = field(default=None, metadata={"help": "pad | resize"})
     strict_data: bool = field(default=False, metadata={"help": "Stop on the first bad sample"})
+    max_images_per_sample: int | None = field(
+        default=None,
+        metadata={"help": "Skip (count as too_many_images) records with more images; default: no limit"},
+    )
     lazy_preprocess: bool = field(default=True, metadata={"help": "Accepted for LLaVA scripts; always lazy"})
     is_multimodal: bool = field(default=True, metadata={"help": "Accepted for LLaVA scripts"})
 
@@ -143,6 +150,10 @@ class TrainingArguments(transformers.TrainingArguments):
         },
     )
     output_dir: str = field(default="checkpoints/llava-vitsplit")
+    print_config: bool = field(
+        default=False,
+        metadata={"help": "Print every resolved setting and its source, then exit (nothing is built)"},
+    )
 
     def __post_init__(self):
         if self.warmup_ratio is not None:
@@ -161,4 +172,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if not data_args.data_paths:
         parser.error("--data_path is required")
+    if data_args.max_images_per_sample is not None and data_args.max_images_per_sample < 1:
+        parser.error(f"--max_images_per_sample must be >= 1, got {data_args.max_images_per_sample}")
     return model_args, data_args, training_args

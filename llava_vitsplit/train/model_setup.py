@@ -141,12 +141,46 @@ def resolve_recipe(
         pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
         allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
-    return recipe, default_version(model_args)
+    return recipe, requested_version(model_args)
 
 
-def default_version(model_args: ModelArguments) -> str:
-    """``--version`` (from the command line or the training recipe), else the stage's LLaVA template."""
-    return model_args.version or ("plain" if model_args.tune_mm_mlp_adapter else "vicuna_v1")
+def requested_version(model_args: ModelArguments) -> str:
+    """``--version`` (command line or training recipe), else ``plain`` in stage 1 and ``auto`` (the
+    LLM's family, resolved by ``resolve_version``) in stage 2."""
+    from llava_vitsplit.data.templates import AUTO, PlainTemplate
+
+    return model_args.version or (PlainTemplate.name if model_args.tune_mm_mlp_adapter else AUTO)
+
+
+def llm_family_name(recipe: BuildRecipe) -> str:
+    """The LLM's family (``llava_vitsplit/llms``), read from configs and the tokenizer, no weights: an
+    unknown family or an unmaskable tokenizer template raises here, before the model is built."""
+    if recipe.base_checkpoint:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(recipe.base_checkpoint).family.name
+    from llava_vitsplit.model.builder import language_model_family
+
+    return language_model_family(recipe.language_model).name
+
+
+def resolve_version(version: str, family: str) -> str:
+    """The conversation template of a run whose LLM is of ``family``: ``auto`` is the family's own; a
+    family's format other than the LLM's is refused (the saved processor renders the LLM's template at
+    inference, so training on another would differ silently)."""
+    from llava_vitsplit.data.templates import AUTO, LEGACY_AUTO, PlainTemplate, template_names
+
+    if version in (AUTO, LEGACY_AUTO):
+        return family
+    if version not in template_names():
+        raise ValueError(f"unknown --version {version!r}; valid: {template_names()}")
+    if version not in (PlainTemplate.name, family):
+        raise ValueError(
+            f"--version {version} is the {version!r} family's conversation format, but the LLM is a "
+            f"{family!r} model whose chat template the saved processor uses at inference; leave "
+            f"--version unset (or auto) to train on {family!r}'s"
+        )
+    return version
 
 
 def torch_dtype_for(training_args: TrainingArguments) -> torch.dtype:
@@ -200,9 +234,10 @@ def _module_names(model) -> dict[int, str]:
     return {id(module): name for name, module in model.named_modules()}
 
 
-def lora_target_modules(model, stage: str) -> str:
+def lora_target_modules(model, stage: str, family_modules: tuple[str, ...] | None = None) -> str:
     """A regex over the linear layers of the components the freezing table gives LoRA in ``stage``
-    (the LLM's: never the tower's, the connector's or the LM head)."""
+    (the LLM's: never the tower's, the connector's or the LM head), limited to the LLM family's
+    ``lora_target_modules`` (each of which must exist in the LLM)."""
     from llava_vitsplit.stages import lora_components, model_components
 
     components, names = model_components(model), _module_names(model)
@@ -215,6 +250,13 @@ def lora_target_modules(model, stage: str) -> str:
             if isinstance(sub, nn.Linear)
         }
     )
+    if family_modules is not None:
+        missing = sorted(set(family_modules) - set(leaves))
+        if missing:
+            raise ValueError(
+                f"LoRA target modules {missing} of the LLM family are no linear layers of the LLM"
+            )
+        leaves = [leaf for leaf in leaves if leaf in family_modules]
     scopes = sorted({names[id(m)].rsplit(".", 1)[-1] for m in modules})
     scope = scopes[0] if len(scopes) == 1 else "(" + "|".join(scopes) + ")"
     return r".*\." + scope + r"\..*\.(" + "|".join(leaves) + r")$"
@@ -236,7 +278,13 @@ def lora_modules_to_save(model, table: dict) -> list[str] | None:
     return saved or None
 
 
-def apply_lora(model, training_args: TrainingArguments, table: dict, stage: str = "finetune_lora"):
+def apply_lora(
+    model,
+    training_args: TrainingArguments,
+    table: dict,
+    stage: str = "finetune_lora",
+    family_modules: tuple[str, ...] | None = None,
+):
     """Wrap ``model`` with peft LoRA on the table's ``LORA`` components; its fully trained ones (the
     connector) are saved in the adapter as ``modules_to_save``."""
     from peft import LoraConfig, get_peft_model
@@ -246,7 +294,7 @@ def apply_lora(model, training_args: TrainingArguments, table: dict, stage: str 
         lora_alpha=training_args.lora_alpha,
         lora_dropout=training_args.lora_dropout,
         bias=training_args.lora_bias,
-        target_modules=lora_target_modules(model, stage),
+        target_modules=lora_target_modules(model, stage, family_modules),
         modules_to_save=lora_modules_to_save(model, table),
         task_type="CAUSAL_LM",
     )
@@ -270,6 +318,16 @@ def _checkpoint_recipe(path: str, seed: int) -> BuildRecipe:
     )
 
 
+def resolve_build(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """``(recipe, version)`` of a run, from configs and the tokenizer only (nothing built yet)."""
+    if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
+        recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
+        version = requested_version(model_args)
+    else:
+        recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
+    return recipe, resolve_version(version, llm_family_name(recipe))
+
+
 def setup_model(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
     """``(model, processor, recipe, version)`` ready for the Trainer, with the freezing table applied."""
     from llava_vitsplit.stages import apply_stage, stage_table
@@ -279,18 +337,15 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
         raise ValueError(
             "--tune_mm_mlp_adapter (stage 1) and --pretrain_mm_mlp_adapter (stage 2) exclude each other"
         )
-    if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
-        recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
-        version = default_version(model_args)
-    else:
-        recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
+    recipe, version = resolve_build(model_args, data_args, training_args)
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 
     freeze_connector = training_args.freeze_mm_mlp_adapter
     apply_stage(model, stage, freeze_connector)
     if training_args.lora_enable:
-        model = apply_lora(model, training_args, stage_table(stage, freeze_connector), stage)
+        table = stage_table(stage, freeze_connector)
+        model = apply_lora(model, training_args, table, stage, processor.family.lora_target_modules)
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -37,6 +37,7 @@ from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.faults import FaultyCollator
 from llava_vitsplit.train.model_setup import setup_model, stage_of
 from llava_vitsplit.train.provenance import part_provenance
+from llava_vitsplit.train.run_config import format_settings, start_run
 from llava_vitsplit.train.step_guard import EXIT_NONFINITE, EXIT_PREEMPTED, WithSampleIds
 from llava_vitsplit.train.storage import (
     check_free_space,
@@ -98,8 +99,12 @@ def resume_target(value, out: Path):
     return value
 
 
-def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
+def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_args(argv)
+    if training_args.print_config:  # every resolved setting and its source; nothing is built
+        print(format_settings(start_run(argv, (model_args, data_args, training_args), None)))
+        return None
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,
@@ -111,6 +116,8 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
     sources = resolve_sources(data_args.data_paths, data_args.image_folder, templates=stage != "pretrain")
     if training_args.should_save:
         shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
+    if training_args.should_save:  # run_config.json: every resolved setting and its source
+        start_run(argv, (model_args, data_args, training_args), out)
 
     with full_weights_while_building(training_args):
         model, processor, recipe, version = setup_model(model_args, data_args, training_args)
@@ -130,6 +137,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer:
         strict=data_args.strict_data,
         require_image=stage == "pretrain",
         seed=training_args.seed if training_args.data_seed is None else training_args.data_seed,
+        max_images_per_sample=data_args.max_images_per_sample,
     )
     resume = resume_target(training_args.resume_from_checkpoint, out)
     record_draw(out, dataset.mixture, resume is not None, write=training_args.should_save)
@@ -196,6 +204,8 @@ def publish_folder(staging: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Train; an exception stops every rank (exit 1); see the module docstring for the other codes."""
     trainer = stopping_every_rank_on_failure(lambda: train(argv))
+    if trainer is None:  # --print_config
+        return 0
     return {"preempted": EXIT_PREEMPTED, "nonfinite": EXIT_NONFINITE}.get(trainer.step_guard.outcome, 0)
 
 
