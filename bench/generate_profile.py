@@ -38,7 +38,7 @@ def profile(args: argparse.Namespace) -> dict:
 
     loaded = load_model(args.model, device="cpu", dtype="fp32")
     images = first_images(args.question_file, args.image_folder, args.images)
-    prompt = render_prompt(loaded.processor, user_messages(PROMPT, with_image=True))
+    prompt = render_prompt(loaded.processor, user_messages(PROMPT, 1, loaded.processor.image_token))
     inputs = prepare_inputs(loaded, [prompt] * len(images), images)
     kwargs = settings(args.new_tokens).generate_kwargs(loaded.tokenizer)
     with torch.inference_mode():

@@ -94,7 +94,7 @@ def long_transformers(args: argparse.Namespace, images: list) -> tuple[dict, lis
     from llava_vitsplit.serve.loading import load_model
 
     loaded, start = timed(lambda: load_model(args.model, device=args.device, dtype="fp32"))
-    prompt = render_prompt(loaded.processor, user_messages(PROMPT, with_image=True))
+    prompt = render_prompt(loaded.processor, user_messages(PROMPT, 1, loaded.processor.image_token))
     kwargs = settings(args.new_tokens).generate_kwargs(loaded.tokenizer)
 
     def run() -> list[list[int]]:
@@ -126,7 +126,7 @@ def long_vllm(args: argparse.Namespace, images: list, threads: str) -> tuple[dic
         os.environ[BIND_VARIABLE] = str(min(os.sched_getaffinity(0)))  # one thread, as OMP_NUM_THREADS=1
     options = {"enforce_eager": True} if args.enforce_eager else {}
     engine, start = timed(lambda: VLLMEngine.open(args.model, dtype="fp32", **options))
-    prompt = render_prompt(engine.processor, user_messages(PROMPT, with_image=True))
+    prompt = render_prompt(engine.processor, user_messages(PROMPT, 1, engine.processor.image_token))
     inputs = list(prompt_inputs([prompt] * len(images), images, engine.processor.image_token))
     params = sampling_params(settings(args.new_tokens))
     outputs, answering = timed(lambda: engine.llm.generate(inputs, params, use_tqdm=False))

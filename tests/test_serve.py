@@ -100,7 +100,7 @@ def test_generation_settings_validate_and_map_to_generate_kwargs(yes_model):
 
 def test_min_new_tokens_forces_the_reply_length(yes_model):
     """The "yes" model ends after one word; with min_new_tokens it generates exactly max_new_tokens."""
-    prompt = render_prompt(yes_model.processor, user_messages("Hi?", with_image=False))
+    prompt = render_prompt(yes_model.processor, user_messages("Hi?", 0, yes_model.processor.image_token))
     inputs = prepare_inputs(yes_model, [prompt], [])
     forced = GenerationSettings(max_new_tokens=6, min_new_tokens=6).generate_kwargs(yes_model.tokenizer)
     output = yes_model.model.generate(**inputs, **forced)  # [1, T + new]

@@ -25,6 +25,9 @@ class ChatEngine(Protocol):
 
     description: str
 
+    @property
+    def image_token(self) -> str: ...  # the processor's image placeholder (``<image>``)
+
     def stream(self, conversation: Conversation, settings: GenerationSettings) -> Iterator[str]: ...
 
     def close(self) -> None: ...
@@ -36,6 +39,10 @@ class TransformersChatEngine:
 
     loaded: LoadedModel
     description: str = ""
+
+    @property
+    def image_token(self) -> str:
+        return self.loaded.processor.image_token
 
     def stream(self, conversation: Conversation, settings: GenerationSettings) -> Iterator[str]:
         return stream_reply(self.loaded, conversation, settings)

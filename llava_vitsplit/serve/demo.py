@@ -183,7 +183,7 @@ class DemoHandlers:
             if turns and turns[-1][1] is None:  # the previous reply failed: move on
                 turns.pop()
             try:
-                session.conversation.add_user(text, self.loaded.processor.image_token)
+                session.conversation.add_user(text, self.engine.image_token)
             except ValueError as exc:  # <image> tags that do not match the message's images
                 reply = {"role": "assistant", "content": f"{exc}. {IMAGE_TAGS_HINT}"}
                 return [*session.history, reply], session, {"text": raw_text, "files": []}

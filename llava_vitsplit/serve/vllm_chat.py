@@ -64,6 +64,10 @@ class VLLMChatEngine:
         processor = AutoProcessor.from_pretrained(model)
         return cls(engine, processor, loop, thread, f"{model} on vLLM ({args.dtype})")
 
+    @property
+    def image_token(self) -> str:
+        return self.processor.image_token
+
     def stream(self, conversation: Conversation, settings: GenerationSettings) -> Iterator[str]:
         """Yield the reply to the pending user turn in text chunks as vLLM generates its tokens."""
         prompt, images = conversation_prompt(self.processor, conversation)
