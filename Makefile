@@ -101,7 +101,8 @@ endif
 vllm: $(VLLM_STAMP)
 
 # The vLLM tests (tests/test_vllm*.py, marker `vllm`): equivalence with the transformers path, the
-# OpenAI server, lmms-eval's vllm model (~6 min on 2 cores after the ~3 min install).
+# OpenAI server and bad input to it, the demo on vLLM, lmms-eval's vllm model (~7 min on 2 cores after
+# the ~3 min install).
 # The tiny test models need little KV cache: 1 GiB per engine (the least vLLM's CPU build takes).
 test-vllm: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_PY) -m pytest -q -p no:cacheprovider -m vllm tests $(PYTEST_ARGS)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -132,39 +131,13 @@ def chat_body(questions: Path, image_folder: str, max_tokens: int) -> dict:
 
 
 def measure_ttft(args: argparse.Namespace, questions: Path, log: Path) -> dict:
-    port = 8765
-    command = [
-        sys.executable,
-        "-m",
-        "llava_vitsplit.cli",
-        "serve",
-        "--model",
-        args.model,
-        "--port",
-        str(port),
-    ]
-    command += ["--served-model-name", "bench", "--dtype", "fp32"]
-    base = f"http://127.0.0.1:{port}"
-    begin = time.perf_counter()
-    with log.open("w") as handle:
-        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-    try:
-        while True:
-            if server.poll() is not None or time.perf_counter() - begin > 600:
-                raise SystemExit(f"server did not start; see {log}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5):
-                    break
-            except OSError:
-                time.sleep(1)
-        startup = time.perf_counter() - begin
+    from serving_clients import running_server
+
+    with running_server(args.model, log, [], port=8765) as (base, startup):
         body = chat_body(questions, args.image_folder, args.max_new_tokens)
         stream_first_token_s(base, body)  # warm-up request, not counted
         times = [stream_first_token_s(base, body) for _ in range(args.ttft_requests)]
-    finally:
-        server.terminate()
-        server.wait(timeout=120)
-    return {"server_startup_s": round(startup, 1), "ttft_median_s": round(statistics.median(times), 3),
+    return {"server_startup_s": round(startup["seconds"], 1), "ttft_median_s": round(statistics.median(times), 3),
             "ttft_all_s": [round(t, 3) for t in times]}  # fmt: skip
 
 
@@ -178,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-folder", required=True)
     parser.add_argument("--limit", type=int, default=300)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--ttft-requests", type=int, default=5)
+    parser.add_argument("--ttft-requests", type=int, default=5, help="0: do not start the server")
     parser.add_argument("--out", default="bench_out/vllm")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -200,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     report["speedup_questions_per_s"] = round(
         report["vllm"]["questions_per_s"] / report["transformers"]["questions_per_s"], 2
     )
-    report["server"] = measure_ttft(args, questions, out / "server.log")
+    if args.ttft_requests > 0:  # 0: no server (bench/vllm_serving.py times the server under load)
+        report["server"] = measure_ttft(args, questions, out / "server.log")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0

@@ -51,7 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Recover the quickstart's DINOv2-S and SmolLM2 into playground/models",
     ),
     "chat": ("llava_vitsplit.serve.chat", "Multi-turn terminal chat about an image (streaming)"),
-    "demo": ("llava_vitsplit.serve.demo", "Gradio web demo (127.0.0.1 unless --public)"),
+    "demo": ("llava_vitsplit.serve.demo_cli", "Gradio web demo (127.0.0.1 unless --public; --engine vllm)"),
     "answer": (
         "llava_vitsplit.serve.answer",
         "Batch inference on LLaVA question JSONL (shardable, resumable)",

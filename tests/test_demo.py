@@ -198,10 +198,10 @@ def test_concurrent_clients_are_all_answered(server):
 
 @pytest.fixture(scope="module")
 def handlers(yes_checkpoint):
+    from llava_vitsplit.serve.chat_engines import open_chat_engine
     from llava_vitsplit.serve.demo import DemoHandlers
-    from llava_vitsplit.serve.loading import load_model
 
-    return DemoHandlers(load_model(str(yes_checkpoint), device="cpu"))
+    return DemoHandlers(open_chat_engine("transformers", str(yes_checkpoint), device="cpu"))
 
 
 def final(generator):
@@ -222,7 +222,7 @@ def test_handlers_recover_from_failed_generation(handlers, tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(handlers.loaded.model, "generate", broken)
+    monkeypatch.setattr(handlers.engine.loaded.model, "generate", broken)
     history, session, _ = final(handlers.respond({"text": "Again?", "files": []}, session, 0.0, 1.0, 8))
     assert history[-1]["content"] == "Generation failed: RuntimeError: out of memory"
     assert session.conversation.turns[-1] == ["Again?", None] and not session.busy
@@ -293,7 +293,7 @@ def test_a_48_megapixel_photo_is_accepted(handlers, tmp_path):
 def test_a_submitted_message_is_shown_before_the_queue(handlers):
     from llava_vitsplit.serve.demo import build_demo
 
-    demo = build_demo(handlers.loaded, concurrency=2)
+    demo = build_demo(handlers.engine, concurrency=2)
     functions = {fn.name: fn for fn in demo.fns.values()}
     show, reply = functions["add_message"], functions["reply"]
     assert not show.queue  # runs at once, even while every generation slot is taken
@@ -303,7 +303,8 @@ def test_a_submitted_message_is_shown_before_the_queue(handlers):
 
 
 def test_bad_max_file_size_is_refused_before_loading(capsys):
-    from llava_vitsplit.serve.demo import main, parse_file_size
+    from llava_vitsplit.serve.demo import parse_file_size
+    from llava_vitsplit.serve.demo_cli import main
 
     assert parse_file_size("200kb") == 200 * 1024 and parse_file_size("20MB") == 20 * 2**20
     with pytest.raises(SystemExit) as exit_info:

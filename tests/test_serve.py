@@ -14,6 +14,7 @@ from llava_vitsplit.serve.generation import (
     GenerationSettings,
     cut_at_stop,
     generate_batch,
+    prepare_inputs,
     render_prompt,
     stream_reply,
     user_messages,
@@ -91,6 +92,19 @@ def test_generation_settings_validate_and_map_to_generate_kwargs(yes_model):
     assert greedy["do_sample"] is False and greedy["temperature"] is None
     sampled = GenerationSettings(temperature=0.7, top_p=0.9).generate_kwargs(yes_model.tokenizer)
     assert sampled["do_sample"] is True and sampled["temperature"] == 0.7 and sampled["top_p"] == 0.9
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        GenerationSettings(max_new_tokens=4, min_new_tokens=5)
+    forced = GenerationSettings(max_new_tokens=6, min_new_tokens=6).generate_kwargs(yes_model.tokenizer)
+    assert forced["min_new_tokens"] == 6 and "min_new_tokens" not in greedy
+
+
+def test_min_new_tokens_forces_the_reply_length(yes_model):
+    """The "yes" model ends after one word; with min_new_tokens it generates exactly max_new_tokens."""
+    prompt = render_prompt(yes_model.processor, user_messages("Hi?", 0, yes_model.processor.image_token))
+    inputs = prepare_inputs(yes_model, [prompt], [])
+    forced = GenerationSettings(max_new_tokens=6, min_new_tokens=6).generate_kwargs(yes_model.tokenizer)
+    output = yes_model.model.generate(**inputs, **forced)  # [1, T + new]
+    assert output.shape[1] - inputs["input_ids"].shape[1] == 6
 
 
 def test_conversation_puts_image_in_first_user_turn(yes_model):

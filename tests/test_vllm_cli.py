@@ -23,13 +23,26 @@ def command(*argv: str) -> list[str]:
 
 def test_server_binds_loopback_unless_public():
     default = command()
-    assert default[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert default[1:3] == ["-m", "llava_vitsplit.serve.vllm_api"]  # vLLM's OpenAI server, see vllm_api
     assert default[default.index("--host") + 1] == "127.0.0.1"
     assert default[default.index("--served-model-name") + 1] == "m"
     public = command("--public", "--port", "9000", "--", "--max-model-len", "2048")
     assert public[public.index("--host") + 1] == "0.0.0.0"
     assert public[public.index("--port") + 1] == "9000"
     assert public[-2:] == ["--max-model-len", "2048"]
+
+
+def test_server_process_leaves_the_pixel_limit_to_vllm(monkeypatch):
+    from PIL import Image
+
+    from llava_vitsplit.serve.images import DEFAULT_MAX_PIXELS
+    from llava_vitsplit.serve.vllm_api import use_vllm_pixel_limit
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    environ: dict[str, str] = {}
+    assert use_vllm_pixel_limit(environ) == DEFAULT_MAX_PIXELS and Image.MAX_IMAGE_PIXELS is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert use_vllm_pixel_limit({"VLLM_MAX_IMAGE_PIXELS": "0"}) == 0 and Image.MAX_IMAGE_PIXELS == 1000
 
 
 def test_server_refuses_host_after_double_dash():

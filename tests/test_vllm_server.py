@@ -32,7 +32,7 @@ pytestmark = pytest.mark.vllm
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
 VLLM_TEST_ARGS = ["--enforce-eager", "--max-model-len", "512"]
-START_TIMEOUT_S = 300
+START_TIMEOUT_S = 600  # engine start on a loaded 2-core machine took over 300 s
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +118,59 @@ def test_server_answers_a_chat_request_with_an_image(server):
     assert reply_two["choices"][0]["message"]["content"].strip() == "yes"
     assert reply_two["usage"]["prompt_tokens"] - reply["usage"]["prompt_tokens"] >= 16  # a second grid
     assert '--limit-mm-per-prompt {"image": 32}' in log.read_text()  # 512 tokens / 16 per image
+
+
+def chat_status(base: str, image_urls: list[str]) -> tuple[int, str]:
+    """HTTP status and body of a chat request with these image URLs (errors included)."""
+    content = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    body = {"model": "tiny", "messages": [{"role": "user", "content": [*content, {"type": "text", "text": "Hi?"}]}],
+            "temperature": 0, "max_tokens": 4}  # fmt: skip
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def png_header_data_url(width: int, height: int) -> str:
+    """A PNG whose header claims ``width x height`` (a decompression bomb), as a data URL."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return "data:image/png;base64," + base64.b64encode(png + chunk(b"IEND", b"")).decode()
+
+
+@pytest.mark.parametrize(
+    "case,urls,named",
+    [
+        ("corrupt", ["data:image/png;base64," + base64.b64encode(b"not a png at all").decode()], "image"),
+        ("oversized", [png_header_data_url(60_000, 60_000)], "image"),
+        ("not an image", ["data:text/plain;base64," + base64.b64encode(b"hello").decode()], "image"),
+        ("too many", None, "image"),
+    ],
+)
+def test_bad_images_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
+    server, yes_checkpoint_32, case, urls, named
+):
+    base, _ = server
+    if urls is None:  # one image more than the server's limit (the context over one image's tokens)
+        from llava_vitsplit.serve.vllm_engine import images_per_prompt
+
+        urls = [data_url(shape_image(0))] * (images_per_prompt(str(yes_checkpoint_32), 512) + 1)
+    status, body = chat_status(base, urls)
+    assert 400 <= status < 500, (case, status, body[:500])
+    assert named in body.lower(), body[:500]
+    status, body = chat_status(base, [data_url(shape_image(1))])  # a good request right after
+    assert status == 200 and json.loads(body)["choices"][0]["message"]["content"].strip() == "yes"
 
 
 def write_tiny_vqa_task(task_dir: Path) -> list[str]:

@@ -11,23 +11,22 @@ events share one concurrency group, so at most ``--concurrency`` replies are com
 are validated here (not by gradio), so a file that is not an image, is corrupt, has too many pixels or is
 over ``--max-file-size`` gets an explanation in the chat, and the typed question stays in the box (it is
 never sent without its image). A stopped reply stays on screen and in the model's context as far as it
-was shown; a stopped message that had not started is withdrawn. Binds to 127.0.0.1 unless ``--public``.
+was shown; a stopped message that had not started is withdrawn. Replies come from a
+:class:`~llava_vitsplit.serve.chat_engines.ChatEngine` (transformers or vLLM); the command line, which
+binds to 127.0.0.1 unless ``--public``, is :mod:`llava_vitsplit.serve.demo_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava_vitsplit.serve.generation import Conversation, GenerationSettings, stream_reply
+from llava_vitsplit.serve.chat_engines import ChatEngine
+from llava_vitsplit.serve.generation import Conversation, GenerationSettings
 from llava_vitsplit.serve.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from llava_vitsplit.serve.loading import DTYPE_CHOICES, LoadedModel, load_model
 
 EXAMPLE_PROMPTS = (
     "Describe this image in detail.",
@@ -76,7 +75,7 @@ def _upload_paths(files: list) -> list[str]:
 
 
 class DemoHandlers:
-    """The event handlers, bound to one loaded model (shared by all sessions).
+    """The event handlers, bound to one chat engine (shared by all sessions).
 
     A submitted message is handled in two steps: :meth:`add_message` (not queued) shows it at once, and
     :meth:`reply` (queued with the other generations) streams the answer. :meth:`respond` does both in one
@@ -85,11 +84,11 @@ class DemoHandlers:
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        engine: ChatEngine,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         max_file_bytes: int = parse_file_size(DEFAULT_MAX_FILE_SIZE),
     ) -> None:
-        self.loaded = loaded
+        self.engine = engine
         self.max_image_pixels = max_image_pixels
         self.max_file_bytes = max_file_bytes
 
@@ -99,7 +98,7 @@ class DemoHandlers:
         session.history.append({"role": "assistant", "content": ""})
         reply = ""
         try:
-            with closing(stream_reply(self.loaded, session.conversation, settings)) as chunks:
+            with closing(self.engine.stream(session.conversation, settings)) as chunks:
                 for chunk in chunks:
                     reply += chunk
                     session.history[-1] = {"role": "assistant", "content": reply}
@@ -184,7 +183,7 @@ class DemoHandlers:
             if turns and turns[-1][1] is None:  # the previous reply failed: move on
                 turns.pop()
             try:
-                session.conversation.add_user(text, self.loaded.processor.image_token)
+                session.conversation.add_user(text, self.engine.image_token)
             except ValueError as exc:  # <image> tags that do not match the message's images
                 reply = {"role": "assistant", "content": f"{exc}. {IMAGE_TAGS_HINT}"}
                 return [*session.history, reply], session, {"text": raw_text, "files": []}
@@ -322,7 +321,7 @@ def _connect(gr, handlers: DemoHandlers, ui: dict, concurrency: int) -> None:
 
 
 def build_demo(
-    loaded: LoadedModel,
+    engine: ChatEngine,
     *,
     title: str = "LLaVA ViT-Split",
     concurrency: int = 1,
@@ -333,7 +332,7 @@ def build_demo(
     """The gradio Blocks app (not launched); API names: ``/chat``, ``/regenerate``, ``/stop``, ``/clear``."""
     import gradio as gr
 
-    handlers = DemoHandlers(loaded, max_image_pixels, max_file_bytes)
+    handlers = DemoHandlers(engine, max_image_pixels, max_file_bytes)
     defaults = defaults or GenerationSettings(max_new_tokens=512, temperature=0.2, top_p=1.0)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nUpload images and ask about them; Clear starts a new conversation.")
@@ -355,64 +354,3 @@ def build_demo(
         )
         _connect(gr, handlers, ui, concurrency)
     return demo
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llava-vitsplit demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="checkpoint directory (or hub id)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument(
-        "--public", action="store_true", help="listen on all interfaces (0.0.0.0), not only 127.0.0.1"
-    )
-    parser.add_argument("--concurrency", type=int, default=1, help="replies generated at once (others queue)")
-    parser.add_argument("--queue-size", type=int, default=64, help="max waiting requests before refusing")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
-    parser.add_argument("--temperature", type=float, default=0.2, help="default of the slider")
-    parser.add_argument("--top-p", type=float, default=1.0, help="default of the slider")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="default of the slider")
-    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    parser.add_argument(
-        "--max-file-size",
-        default=DEFAULT_MAX_FILE_SIZE,
-        help="uploads larger than this are refused in the chat (gradio stops transfers over "
-        f"{TRANSFER_LIMIT_FACTOR}x this)",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.concurrency < 1:
-        parser.error("--concurrency must be >= 1")
-    try:
-        max_file_bytes = parse_file_size(args.max_file_size)
-    except ValueError as exc:
-        parser.error(str(exc))
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"llava-vitsplit demo: {exc}", file=sys.stderr)
-        return 2
-    print(f"loaded model {args.model} on {loaded.device} ({loaded.dtype})", file=sys.stderr, flush=True)
-    defaults = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
-    )
-    demo = build_demo(
-        loaded,
-        concurrency=args.concurrency,
-        max_image_pixels=args.max_image_pixels,
-        max_file_bytes=max_file_bytes,
-        defaults=defaults,
-    )
-    demo.queue(max_size=args.queue_size)
-    host = "0.0.0.0" if args.public else "127.0.0.1"
-    demo.launch(
-        server_name=host,
-        server_port=args.port,
-        max_file_size=TRANSFER_LIMIT_FACTOR * max_file_bytes,
-        show_error=False,
-    )
-    return 0

