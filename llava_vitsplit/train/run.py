@@ -99,6 +99,21 @@ def resume_target(value, out: Path):
     return value
 
 
+def build_dataset(sources, processor, version: str, stage: str, data_args, training_args):
+    """The training set of ``sources`` (a data file list or a mixture's), rendered with ``version``."""
+    return LazySupervisedDataset(
+        sources,
+        processor,
+        image_folder=data_args.image_folder,
+        template=version,
+        model_max_length=training_args.model_max_length,
+        strict=data_args.strict_data,
+        require_image=stage == "pretrain",
+        seed=training_args.seed if training_args.data_seed is None else training_args.data_seed,
+        max_images_per_sample=data_args.max_images_per_sample,
+    )
+
+
 def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_args(argv)
@@ -116,8 +131,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
     sources = resolve_sources(data_args.data_paths, data_args.image_folder, templates=stage != "pretrain")
     if training_args.should_save:
         shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
-    if training_args.should_save:  # run_config.json: every resolved setting and its source
-        start_run(argv, (model_args, data_args, training_args), out)
+        start_run(argv, (model_args, data_args, training_args), out)  # run_config.json: settings, sources
 
     with full_weights_while_building(training_args):
         model, processor, recipe, version = setup_model(model_args, data_args, training_args)
@@ -128,17 +142,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
             if stage == "pretrain"
             else None
         )
-    dataset = LazySupervisedDataset(
-        sources,
-        processor,
-        image_folder=data_args.image_folder,
-        template=version,
-        model_max_length=training_args.model_max_length,
-        strict=data_args.strict_data,
-        require_image=stage == "pretrain",
-        seed=training_args.seed if training_args.data_seed is None else training_args.data_seed,
-        max_images_per_sample=data_args.max_images_per_sample,
-    )
+    dataset = build_dataset(sources, processor, version, stage, data_args, training_args)
     resume = resume_target(training_args.resume_from_checkpoint, out)
     record_draw(out, dataset.mixture, resume is not None, write=training_args.should_save)
     collator = WithSampleIds(SupervisedCollator(pad_token_id=processor.tokenizer.pad_token_id))
