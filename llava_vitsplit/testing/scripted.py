@@ -6,8 +6,9 @@ position is then just its token embedding), every token embeds to the basis vect
 reply's own tokens ``t_1..t_k``, which embed to ``e_1..e_k``, and the LM head maps ``e_0 -> t_1``,
 ``e_i -> t_{i+1}`` and ``e_k -> EOS``. A model with tied input/output embeddings (Gemma-3) is untied
 first (its configs then say ``tie_word_embeddings=False``, so the saved checkpoint reloads untied): one
-matrix cannot both embed ``t_i`` to ``e_i`` and map ``e_0`` to ``t_1``. The vision tower and connector are untouched (their outputs are
-still computed and placed at the image positions), so the whole pipeline runs; only the answer is known.
+matrix cannot both embed ``t_i`` to ``e_i`` and map ``e_0`` to ``t_1``. The vision tower and connector
+are untouched (their outputs are still computed and placed at the image positions), so the whole pipeline
+runs; only the answer is known.
 """
 
 from __future__ import annotations
