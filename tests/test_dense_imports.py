@@ -91,9 +91,10 @@ def test_importing_the_dense_package_loads_only_the_registration_of_the_vlm():
     """What a user gets from ``import llava_vitsplit.dense`` (package ``__init__`` included).
 
     ``import llava_vitsplit`` registers the VLM with transformers' Auto classes (the core contract), so
-    the VLM's own classes and transformers' llava module come with any sub-package; nothing else does:
-    no LLM code, no training, serving, data or evaluation modules.
+    the VLM's own classes, transformers' llava module and the LLM family registry (``llava_vitsplit.llms``:
+    plain data and text renderers the processor takes its chat template from, no model code) come with any
+    sub-package; nothing else does: no LLM model code, no training, serving, data or evaluation modules.
     """
-    registration = ("llava_vitsplit.model", "transformers.models.llava")
+    registration = ("llava_vitsplit.model", "transformers.models.llava", "llava_vitsplit.llms")
     bad = [name for name in _violations(_loaded_modules("")) if not name.startswith(registration)]
     assert bad == []

@@ -76,7 +76,7 @@ def test_conversion_writes_valid_llava_records(converted):
     stage2 = json.loads(paths["stage2"].read_text())
     for index, record in enumerate(stage1 + stage2):
         sample = parse_record(record, index)  # the training data loader's own checks
-        assert (paths["image_folder"] / sample.image).is_file()
+        assert len(sample.images) == 1 and (paths["image_folder"] / sample.images[0]).is_file()
         assert record["conversations"][0]["value"].startswith("<image>\n")
         assert sum("<image>" in turn["value"] for turn in record["conversations"]) == 1
 
