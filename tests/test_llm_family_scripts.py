@@ -92,5 +92,4 @@ def test_preset_trains_through_the_scripts_on_the_familys_template(family, tmp_p
     assert settings["version"] == {"value": family, "source": f"LLM family of {parts['llm']}"}
     generation = json.loads((stage2 / "generation_config.json").read_text())
     assert generation["eos_token_id"][0] == processor.tokenizer.convert_tokens_to_ids(spec.end_of_turn)
-    if family != "gemma3":  # script_reply needs untied embeddings (Gemma-3 ties them)
-        check_stops_at_end_of_turn(stage2, family)
+    check_stops_at_end_of_turn(stage2, family)  # Gemma-3's tied embeddings are untied by script_reply
