@@ -144,10 +144,10 @@ def http_stream(base: str, image, prompt: str, new_tokens: int) -> Call:
 
 
 @contextlib.contextmanager
-def running_server(model: str, log: Path, vllm_args: list[str], port: int = 8766):
-    """``llava-vitsplit serve`` on ``model`` (fp32) until the block ends; yields (base URL, start-up figures)."""
+def running_server(model: str, log: Path, vllm_args: list[str], dtype: str = "fp32", port: int = 8766):
+    """``llava-vitsplit serve`` on ``model`` (in ``dtype``) until the block ends; yields (base URL, start-up figures)."""
     command = [sys.executable, "-m", "llava_vitsplit.cli", "serve", "--model", model, "--port", str(port),
-               "--served-model-name", "bench", "--dtype", "fp32", "--", *vllm_args]  # fmt: skip
+               "--served-model-name", "bench", "--dtype", dtype, "--", *vllm_args]  # fmt: skip
     base, load_before, begin = f"http://127.0.0.1:{port}", round(os.getloadavg()[0], 2), time.perf_counter()
     with log.open("w") as handle:
         server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)

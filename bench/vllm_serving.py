@@ -93,7 +93,7 @@ def long_transformers(args: argparse.Namespace, images: list) -> tuple[dict, lis
     from llava_vitsplit.serve.generation import prepare_inputs, render_prompt, user_messages
     from llava_vitsplit.serve.loading import load_model
 
-    loaded, start = timed(lambda: load_model(args.model, device=args.device, dtype="fp32"))
+    loaded, start = timed(lambda: load_model(args.model, device=args.device, dtype=args.dtype))
     prompt = render_prompt(loaded.processor, user_messages(PROMPT, 1, loaded.processor.image_token))
     kwargs = settings(args.new_tokens).generate_kwargs(loaded.tokenizer)
 
@@ -125,7 +125,7 @@ def long_vllm(args: argparse.Namespace, images: list, threads: str) -> tuple[dic
     elif threads == "one":
         os.environ[BIND_VARIABLE] = str(min(os.sched_getaffinity(0)))  # one thread, as OMP_NUM_THREADS=1
     options = {"enforce_eager": True} if args.enforce_eager else {}
-    engine, start = timed(lambda: VLLMEngine.open(args.model, dtype="fp32", **options))
+    engine, start = timed(lambda: VLLMEngine.open(args.model, dtype=args.dtype, **options))
     prompt = render_prompt(engine.processor, user_messages(PROMPT, 1, engine.processor.image_token))
     inputs = list(prompt_inputs([prompt] * len(images), images, engine.processor.image_token))
     params = sampling_params(settings(args.new_tokens))
@@ -139,20 +139,33 @@ def long_vllm(args: argparse.Namespace, images: list, threads: str) -> tuple[dic
 def long_workload(args: argparse.Namespace, images: list) -> dict:
     """transformers, then vLLM per ``--vllm-threads``; every reply must have exactly ``--new-tokens``."""
     runs = [long_transformers(args, images)]
-    runs += [long_vllm(args, images, threads) for threads in args.vllm_threads]
+    release_device_memory(args.device)
+    if "vllm" in args.engines:
+        runs += [long_vllm(args, images, threads) for threads in args.vllm_threads]
     reference = runs[0][1]
     for row, replies in runs:
         if any(len(reply) != args.new_tokens for reply in replies):
             raise SystemExit(f"{row['engine']}: a reply does not have {args.new_tokens} tokens")
         row["output_tokens"] = len(replies) * args.new_tokens
         row["output_tokens_per_s"] = round(row["output_tokens"] / row["answering"]["seconds"], 1)
-        row["output_tokens_per_cpu_s"] = round(row["output_tokens"] / row["answering"]["cpu_seconds"], 1)
+        cpu_seconds = row["answering"]["cpu_seconds"]  # 0.0 when a tiny run is shorter than the rounding
+        row["output_tokens_per_cpu_s"] = round(row["output_tokens"] / cpu_seconds, 1) if cpu_seconds else None
         row["identical_replies"] = sum(a == b for a, b in zip(reference, replies, strict=True))
         row["speedup"] = round(row["output_tokens_per_s"] / runs[0][0]["output_tokens_per_s"], 2)
-        row["speedup_per_cpu_s"] = round(
-            row["output_tokens_per_cpu_s"] / runs[0][0]["output_tokens_per_cpu_s"], 2
-        )
+        per_cpu = (row["output_tokens_per_cpu_s"], runs[0][0]["output_tokens_per_cpu_s"])
+        row["speedup_per_cpu_s"] = round(per_cpu[0] / per_cpu[1], 2) if all(per_cpu) else None
     return {"replies": len(images), "rows": [row for row, _ in runs]}
+
+
+def release_device_memory(device: str) -> None:
+    """Give the transformers engine's cached GPU memory back before vLLM sizes its KV cache from what is free."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def transformers_stream(engine, image, new_tokens: int):
@@ -175,7 +188,7 @@ def server_workload(args: argparse.Namespace, images: list) -> dict:
     from llava_vitsplit.serve.chat_engines import open_chat_engine
 
     rows = []
-    engine, start = timed(lambda: open_chat_engine("transformers", args.model, args.device, "fp32"))
+    engine, start = timed(lambda: open_chat_engine("transformers", args.model, args.device, args.dtype))
     for clients in args.clients:
         calls = [
             transformers_stream(engine, images[i % len(images)], args.new_tokens) for i in range(clients)
@@ -183,8 +196,12 @@ def server_workload(args: argparse.Namespace, images: list) -> dict:
         rows.append({"engine": "transformers (demo engine)", "startup": start,
                      **run_clients(calls, max(1, args.requests // clients), args.new_tokens)})  # fmt: skip
     engine.close()
+    del engine
+    release_device_memory(args.device)
+    if "vllm" not in args.engines:
+        return {"rows": rows}
     extra = ["--enforce-eager"] if args.enforce_eager else []
-    with running_server(args.model, Path(args.out) / "server.log", extra) as (base, start):
+    with running_server(args.model, Path(args.out) / "server.log", extra, args.dtype) as (base, start):
         for clients in args.clients:
             calls = [
                 http_stream(base, images[i % len(images)], PROMPT, args.new_tokens) for i in range(clients)
@@ -232,9 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=16, help="requests per client level (server)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="the transformers engine's device")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="both engines")
+    parser.add_argument("--engines", nargs="+", default=["transformers", "vllm"], choices=("transformers", "vllm"),
+                        help="transformers always runs (the reference); without vllm, the vLLM half is skipped")  # fmt: skip
     parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile (tests)")
     parser.add_argument("--out", default="bench_out/serving")
+    parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--table", metavar="REPORT_JSON", help="only print this report as a markdown table")
     args = parser.parse_args(argv)
     if args.table:
@@ -244,14 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workload, --model, --question-file and --image-folder are required (or --table)")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     images = first_images(args.question_file, args.image_folder, args.images)
-    report = {"workload": args.workload, "model": args.model, "new_tokens": args.new_tokens,
-              "machine": machine(), "load_at_start": load_avg()}  # fmt: skip
+    report = {"workload": args.workload, "model": args.model, "new_tokens": args.new_tokens, "dtype": args.dtype,
+              "engines": args.engines, "machine": machine(), "load_at_start": load_avg()}  # fmt: skip
     workload = long_workload if args.workload == "long" else server_workload
     report.update(workload(args, images))
     report["load_at_end"] = load_avg()
     from bench_common import write_json
 
     write_json(Path(args.out) / f"{args.workload}.json", report)
+    if args.json:
+        write_json(args.json, report)
     print(json.dumps(report, indent=2))
     print(table(report))
     return 0
