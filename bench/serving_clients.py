@@ -96,7 +96,7 @@ def run_clients(calls: list[Call], per_client: int, new_tokens: int) -> dict:
     return {
         "clients": len(calls),
         "requests": len(results),
-        "seconds": round(seconds, 2),
+        "seconds": round(seconds, 3),
         "load": [load_before, round(os.getloadavg()[0], 2)],
         "requests_per_s": round(len(results) / seconds, 3),
         "output_tokens_per_s": round(tokens / seconds, 1),

@@ -39,7 +39,8 @@ def test_clients_run_at_once_and_latencies_are_per_request():
     assert summary["seconds"] < 2 * 0.09 * 4  # the 4 clients overlapped (each sends 2 in turn)
     assert summary["ttft_s"]["p50"] == pytest.approx(0.05, abs=0.04)
     assert summary["itl_ms"]["p50"] == pytest.approx(10, abs=8)
-    assert summary["output_tokens_per_s"] == pytest.approx(40 / summary["seconds"], rel=0.02)
+    # both figures are rounded (seconds to 1 ms, the rate to 0.1 token/s): they agree to well under 1 %
+    assert summary["output_tokens_per_s"] == pytest.approx(40 / summary["seconds"], rel=0.01)
 
 
 def test_a_failed_client_fails_the_run():
