@@ -2,7 +2,7 @@
 
 Three dataclasses parsed by ``transformers.HfArgumentParser``: ``ModelArguments`` (parts, connector,
 stage), ``DataArguments`` and ``TrainingArguments`` (transformers' own plus LLaVA's extras: LoRA,
-``group_by_modality_length``, ``model_max_length``, ``mm_projector_lr``, ...). Model fields left unset
+``group_by_modality_length``, ``packing``, ``model_max_length``, ``mm_projector_lr``, ...). Model fields left unset
 take their value from ``--preset`` (if given), then from the built-in default; training arguments left
 unset take their value from the preset's training recipe for the run's stage (``--train_recipe`` names
 another preset's; ``train/recipe_args.py``), then from the dataclass default.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import transformers
 
+from llava_vitsplit.data.packing import packing_layout
 from llava_vitsplit.train.recipe_args import with_recipe
 from llava_vitsplit.train.step_guard import DEFAULT_MAX_NONFINITE
 
@@ -120,6 +121,13 @@ class TrainingArguments(transformers.TrainingArguments):
         default=2048, metadata={"help": "Longer samples are truncated (or skipped)"}
     )
     group_by_modality_length: bool = field(default=False)
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack each micro-batch's samples into rows of up to --model_max_length tokens (position "
+            "ids restart per sample; the same loss and gradients as unpacked, less padding)"
+        },
+    )
     mm_projector_lr: float | None = field(default=None, metadata={"help": "Connector learning rate"})
     task_head_lr_multiplier: float = field(
         default=1.0, metadata={"help": "Task head lr = connector lr x this"}
@@ -174,4 +182,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         parser.error("--data_path is required")
     if data_args.max_images_per_sample is not None and data_args.max_images_per_sample < 1:
         parser.error(f"--max_images_per_sample must be >= 1, got {data_args.max_images_per_sample}")
+    if training_args.packing:
+        try:
+            packing_layout(model_args.attn_implementation)
+        except ValueError as err:
+            parser.error(str(err))
     return model_args, data_args, training_args
