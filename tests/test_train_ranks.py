@@ -7,7 +7,8 @@ step's images; on two ranks one rank runs 3 images while the other runs 1 or non
 previous step's connector gradient (ZeRO-3 keeps the gradient of a module that takes no part in a
 step), a run resumed right before a text-only step must continue the uninterrupted curve, and two
 ranks that get different modalities in the same step must run (ZeRO-3 all-gathers module by module)
-and reproduce the one-process run of the same global batch.
+and reproduce the one-process run of the same global batch. With ``PACKING=True`` two ZeRO-3 ranks, each
+packing its two samples into one row, reproduce one unpacked process.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Training data for LLaVA-ViT-Split: LLaVA records, templates with exact label masks, dataset, sampler,
-collators (padded or packed)."""
+"""Training data for LLaVA-ViT-Split: LLaVA records, templates with exact label masks, dataset, sampler, collators."""
 
 from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset, count_image_tokens
