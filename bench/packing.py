@@ -3,17 +3,17 @@
 A generated LLaVA-format set mixes short and long samples (one-word to ~150-word replies, one image or
 none), read in one seeded random order without length grouping, as ``--group_by_modality_length False``
 trains. Both variants run the real dataset (``LazySupervisedDataset``), the real collators
-(``SupervisedCollator`` / ``PackingCollator`` with ``--model_max_length``) and the real model (a tiny CLIP
-tower, 16 image tokens, and a random Llama of ``--llm-width``), stage 2's trainable parts and AdamW. One
-timed step is one pass over the same ``--micro-batches`` micro-batches (gradients accumulated, one
-optimizer step), so both variants do the same work on the same tokens; each variant runs in its own
-process, their steps interleaved (``bench_common.run_interleaved``), so load from other jobs on a shared
-machine falls on both alike.
+(``SupervisedCollator`` / ``PackingCollator`` with ``--model_max_length``) and the real model (a tiny
+CLIP tower, 16 image tokens, and a random 2-layer Llama of ``--llm-width``), stage 2's trainable parts
+and AdamW. One timed step is one pass over the same ``--micro-batches`` micro-batches (gradients
+accumulated, one optimizer step), so both variants do the same work on the same tokens; each variant
+runs in its own process, their steps interleaved (``bench_common.run_interleaved``), so load from other
+jobs on a shared machine falls on both alike.
 
 Tokens/s counts real tokens (image tokens included), never padding; ``pad_fraction`` is the share of
 the computed positions that were padding.
 
-    .venv/bin/python bench/packing.py --threads 2 --json /tmp/packing.json
+    .venv/bin/python bench/packing.py --threads 1 --json /tmp/packing.json
 """
 
 from __future__ import annotations
@@ -139,13 +139,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def table(results: dict[str, dict]) -> str:
     padded = results["padded"]
     lines = [
-        "| variant | rows/step | positions/step | real tokens/step | pad fraction | step s | tokens/s | vs padded |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | rows/step | positions/step | real tokens/step | pad fraction | GFLOP/step | step s | tokens/s "
+        "| vs padded |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results.values():
         lines.append(
             f"| {r['variant']} | {r['rows_per_step']} | {r['positions_per_step']} | {r['tokens_per_step']} | "
-            f"{r['pad_fraction']:.2f} | {r['median_s']:.2f} | {r['tokens_per_s']:.0f} | "
+            f"{r['pad_fraction']:.2f} | {r['gflops_per_step']:.1f} | {r['median_s']:.2f} | {r['tokens_per_s']:.0f} | "
             f"{r['tokens_per_s'] / padded['tokens_per_s']:.2f}x |"
         )
     return "\n".join(lines)
