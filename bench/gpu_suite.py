@@ -5,9 +5,9 @@ Sections (each a bench script run in its own process, writing its own JSON under
 - ``connector``: ``connector.py``, the four 7B connectors' forward + backward in bf16 at batch 8;
 - ``stage1`` / ``stage2``: ``vlm_step.py``, a full training step of ViT-Split and of the MLP baseline at
   real width (CLIP-L/336 + Vicuna-7B width) with reduced LLM depth: step time, tokens/s, MFU, peak memory;
-- ``stage2_packed``: ``vlm_step.py``, the ViT-Split stage-2 step on samples of 16 to 1472 text tokens
-  (one image each), padded rows next to ``--packing``'s packed rows (rows of 2048): tokens/s (real tokens),
-  pad fraction and MFU of each;
+- ``stage2_packed``: ``vlm_step.py``, the ViT-Split stage-2 step on 8 samples of one image and 16 text
+  tokens, 2 of them with 1400, padded rows next to ``--packing``'s packed rows (at most 2048 tokens):
+  tokens/s (real tokens), pad fraction and MFU of each;
 - ``dense``: ``dense_train_step.py``, ViT-Split-S vs full fine-tuning of DINOv2-S at batch 8 (ratio);
 - ``deform_conv``: ``deform_conv.py``, the deformable conv per implementation in fp32/bf16(/fp16);
 - ``serving_checkpoint``: ``serving_checkpoint.py``, a random-weight LLaVA-ViT-Split 7B (the
@@ -106,7 +106,7 @@ def sections(tiny: bool, device: str, dtype: str) -> dict[str, list[str]]:
         "stage1": ["vlm_step.py", *vlm, "--stage", "pretrain", "--text-tokens", "32"],
         "stage2": ["vlm_step.py", *vlm, "--stage", "finetune", "--text-tokens", "512"],
         "stage2_packed": ["vlm_step.py", *vlm, "--stage", "finetune", *PACKED, "--text-tokens", "16",
-                          "--long-text-tokens", "1472", "--max-length", "2048"],
+                          "--long-text-tokens", "1400", "--max-length", "2048"],
         "dense": ["dense_train_step.py", *base, "--batch-size", "8", "--dtype", "bf16", "--warmup", "2",
                   "--iters", "10", "--variants", "vitsplit", "full_finetune_linear"],
         "deform_conv": ["deform_conv.py", *base, "--dtypes", "fp32", "bf16", "fp16", "--iters", "20"],

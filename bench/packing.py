@@ -127,11 +127,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="samples per micro-batch")
     p.add_argument("--micro-batches", type=int, default=8, help="micro-batches per timed step")
     p.add_argument("--max-length", type=int, default=1024, help="--model_max_length (the row capacity)")
-    p.add_argument("--llm-width", type=int, default=256)
+    p.add_argument("--llm-width", type=int, default=512)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--profile", type=int, default=0, help="print torch.profiler's top N operators per variant"
+    )
     p.add_argument("--json", type=Path)
     return p.parse_args(argv)
 
@@ -166,11 +169,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             "seed": args.seed,
             "threads": args.threads,
         }
-        results = run_interleaved(build_bench, VARIANTS, settings, args.warmup, args.iters)
+        results = run_interleaved(build_bench, VARIANTS, settings, args.warmup, args.iters, args.profile)
     for r in results.values():
         r["tokens_per_s"] = r["tokens_per_step"] / r["median_s"]
     if results["packed"]["tokens_per_step"] != results["padded"]["tokens_per_step"]:
         sys.exit("packed and padded steps hold different tokens: the comparison would be void")
+    for r in results.values():
+        if "profile" in r:
+            print(f"{r['variant']}:\n{r['profile']}")
     print(f"machine: {machine_line('cpu', args.threads)}")
     print(table(results))
     if args.json:

@@ -4,7 +4,7 @@ Builds ``LlavaViTSplitForConditionalGeneration`` from a VLM preset's embedded co
 tower and Vicuna width 4096; random weights, speed does not depend on them) with only ``--llm-layers``
 decoder layers, freezes it as the stage prescribes (``llava_vitsplit.stages``), and times a full training
 step (frozen tower, connector, LLM forward + backward, AdamW) on one image + ``--text-tokens`` supervised
-caption tokens per sample (``--long-text-tokens``: lengths drawn between the two, short and long mixed). The
+caption tokens per sample (``--long-text-tokens N``: a quarter of the samples get N, short and long mixed). The
 model is cast to the compute dtype (``--dtype auto``: bf16 where native). ``--layouts padded packed`` times
 each preset's step on the trainer's padded rows and on ``--packing``'s packed rows (``PackingCollator``,
 rows of ``--max-length``) side by side: the same samples, so tokens/s (real tokens, padding not counted)
@@ -72,14 +72,15 @@ def model_config(preset_name: str, llm_layers: int, tiny: bool):
 
 
 def text_lengths(batch_size: int, text_tokens: int, long_text_tokens: int | None) -> list[int]:
-    """Supervised tokens per sample: all ``text_tokens``, or (with ``long_text_tokens``) seeded draws
-    between the two, a mix of short and long samples."""
-    if long_text_tokens is None:
-        return [text_tokens] * batch_size
-    import random
+    """Supervised tokens per sample: ``text_tokens``, and with ``long_text_tokens`` a quarter of the
+    samples (at least one, seeded choice) that long: short answers mixed with long conversations."""
+    lengths = [text_tokens] * batch_size
+    if long_text_tokens is not None:
+        import random
 
-    rng = random.Random(0)
-    return [rng.randint(text_tokens, long_text_tokens) for _ in range(batch_size)]
+        for i in random.Random(0).sample(range(batch_size), max(1, batch_size // 4)):
+            lengths[i] = long_text_tokens
+    return lengths
 
 
 def make_batch(config, settings: dict, device: str, dtype) -> tuple[dict, int]:

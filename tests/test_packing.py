@@ -24,6 +24,7 @@ from llava_vitsplit.data import (
     SupervisedCollator,
     first_fit_rows,
 )
+from llava_vitsplit.data.packing import fewest_positions_rows
 from llava_vitsplit.llms import FAMILIES
 from llava_vitsplit.testing.llm_families import make_family_tokenizer, tiny_family_config
 from llava_vitsplit.testing.tiny_parts import save_tiny_parts
@@ -90,6 +91,20 @@ def test_first_fit_rows_is_deterministic_and_respects_the_capacity():
     assert first_fit_rows([5, 3, 8, 2, 4], 10) == first_fit_rows([5, 3, 8, 2, 4], 10)
     assert first_fit_rows([12, 3], 10) == [[0], [1]]  # an over-long sample gets a row of its own
     assert first_fit_rows([3, 3, 3], 100) == [[0, 1, 2]]
+
+
+def positions(rows: list[list[int]], lengths: list[int]) -> int:
+    return len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+
+
+def test_packed_rows_never_compute_more_positions_than_padded_ones():
+    lengths = [1381, 1454, 675, 1123, 1640, 1588, 1422, 1214]  # CLIP-L images + 98 to 1063 text tokens
+    assert positions(first_fit_rows(lengths, 2048), lengths) > len(lengths) * max(lengths)  # 7 rows of 1889
+    assert positions(fewest_positions_rows(lengths, 2048), lengths) == len(lengths) * max(lengths)
+    mixed = [593] * 6 + [1977] * 2  # short answers and long conversations
+    rows = fewest_positions_rows(mixed, 2048)
+    assert len(rows) == 4 and positions(rows, mixed) == 4 * 1977
+    assert sorted(i for row in rows for i in row) == list(range(8))
 
 
 def test_a_packed_batch_gives_every_sample_its_own_logits_loss_and_gradients(items, tiny_checkpoint):

@@ -69,11 +69,29 @@ def first_fit_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return [sorted(row) for row in rows]
 
 
+def fewest_positions_rows(lengths: list[int], max_length: int) -> list[list[int]]:
+    """``first_fit_rows`` at the row capacity that computes the fewest positions (rows x longest row).
+
+    The capacities tried are multiples of the longest sample up to ``max_length``, and ``max_length``:
+    at the longest sample's length the batch is never wider than padded rows, so packing never computes
+    more positions than padding would (ties: the smaller capacity)."""
+    longest = max(lengths)
+    capacities = sorted({*range(longest, max_length + 1, longest), max(longest, max_length)})
+    best = None
+    for capacity in capacities:
+        rows = first_fit_rows(lengths, capacity)
+        positions = len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+        if best is None or positions < best[0]:
+            best = (positions, rows)
+    return best[1]
+
+
 @dataclass
 class PackingCollator:
     """``input_ids``/``labels``/``position_ids`` [R, T] with R <= B rows; ``pixel_values`` [N_img, 3, H, W].
 
-    ``max_length`` is the row capacity (``--model_max_length``); ``layout`` comes from ``packing_layout``.
+    ``max_length`` bounds a row (``--model_max_length``; ``fewest_positions_rows`` picks the capacity);
+    ``layout`` comes from ``packing_layout``.
     The batch has no ``attention_mask`` (see the module docstring).
     """
 
@@ -84,7 +102,7 @@ class PackingCollator:
     def rows(self, items: list[dict[str, torch.Tensor]]) -> list[list[int]]:
         if self.layout == "one_row":
             return [list(range(len(items)))]
-        return first_fit_rows([len(item["input_ids"]) for item in items], self.max_length)
+        return fewest_positions_rows([len(item["input_ids"]) for item in items], self.max_length)
 
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         rows = self.rows(items)
