@@ -240,6 +240,10 @@ def run_group(stacks: list[str], built, gflops_per_token: float, args) -> dict[s
         if args.profile:
             trainer = make_trainer(stack, models[stack], built, Meter(args.warmup))
             results[stack]["profile"] = profile_run(trainer, collator, args.warmup, args.profile)
+            print(
+                f"## profile: {stack} (size and stage: the next rows)\n{results[stack]['profile']}",
+                flush=True,
+            )
     return results
 
 
