@@ -100,6 +100,40 @@ def timed(fn, cuda: bool = False) -> float:
     return time.perf_counter() - tic
 
 
+_CPU_ATTENTION_FORMULAS = []  # registered once per process
+
+
+def register_cpu_attention_flops() -> None:
+    """FLOP formulas for the CPU flash-attention kernels SDPA runs on the CPU (torch's counter lacks them)."""
+    if _CPU_ATTENTION_FORMULAS:
+        return
+    import torch
+    from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+    def _attention(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def _attention_backward(grad_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape)
+
+    _CPU_ATTENTION_FORMULAS.extend([_attention, _attention_backward])
+
+
+def count_gflops(fn) -> float:
+    """GFLOP that ``fn()`` runs (matmuls, convolutions, attention; torch's FLOP counter): the one model-FLOP
+    count of every benchmark (the GPU suite's MFU, the CPU training benchmark's MFU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 class StepBench:
     """One variant's training step inside its own process: timing, FLOP count, profile, peak memory.
 
@@ -121,11 +155,7 @@ class StepBench:
 
     def gflops(self) -> float:
         """GFLOP of one step (matmuls, convolutions, attention; forward + backward)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as counter:
-            self.step()
-        return counter.get_total_flops() / 1e9
+        return count_gflops(self.step)
 
     def profile(self, rows: int) -> str:
         """torch.profiler's per-operator table of one step, top ``rows`` by self time."""
