@@ -1,8 +1,8 @@
 """Build the model and processor for a training run and set what trains (the stage policy).
 
 Resolution order for every model setting: the command line, then the stage-1 connector's saved
-settings (stage 2), then ``--preset``, then the built-in default. What trains is the freezing table
-``llava_vitsplit.stages.FREEZING`` for the run's stage (``training_stage``): ``pretrain``
+settings (stage 2), then ``--preset``, then the built-in default. What trains is the freezing row of the
+run's stage (``llava_vitsplit.stages.STAGES``, chosen by ``--stage`` or LLaVA's flags): ``pretrain``
 (``--tune_mm_mlp_adapter``) trains the connector only, task head included; ``finetune`` trains connector
 + LLM; ``finetune_lora`` (``--lora_enable``) trains LoRA on the LLM's linear layers and the whole
 connector; the vision tower never trains. The global seed is set before building, so the connector
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, set_seed
 
-from llava_vitsplit.presets.train_recipe import training_stage
+from llava_vitsplit.model.connector_registry import connector_spec
+from llava_vitsplit.stages import TrainStage, resolve_stage, train_stage
 from llava_vitsplit.train.arguments import MODEL_DEFAULTS, DataArguments, ModelArguments, TrainingArguments
 from llava_vitsplit.train.connector_io import load_connector, read_connector_settings
 from llava_vitsplit.train.provenance import part_provenance
@@ -61,9 +62,11 @@ class BuildRecipe:
         return cls(**data)
 
 
-def stage_of(model_args: ModelArguments, training_args: TrainingArguments) -> str:
-    """The run's stage: ``pretrain``, ``finetune`` or ``finetune_lora`` (the freezing table's keys)."""
-    return training_stage(model_args.tune_mm_mlp_adapter, training_args.lora_enable)
+def stage_of(model_args: ModelArguments) -> TrainStage:
+    """The run's stage (``parse_args`` resolved ``--stage`` and LLaVA's flags into ``model_args.stage``)."""
+    if model_args.stage is None:  # arguments not from parse_args
+        return resolve_stage(None, {"tune_mm_mlp_adapter": model_args.tune_mm_mlp_adapter})
+    return train_stage(model_args.stage)
 
 
 def _saved_connector_settings(model_args: ModelArguments) -> dict:
@@ -123,7 +126,9 @@ def resolve_recipe(
         vision_tower=vision_tower,
         language_model=language_model,
         connector_type=connector_type,
-        adapter=_resolve_adapter(model_args, saved, preset) if connector_type == "vitsplit" else None,
+        adapter=_resolve_adapter(model_args, saved, preset)
+        if connector_spec(connector_type).uses_adapter
+        else None,
         fusion_output=_pick(
             saved, model_args.fusion_output, "fusion_output", preset and preset.fusion_output, "llm"
         ),
@@ -145,11 +150,9 @@ def resolve_recipe(
 
 
 def requested_version(model_args: ModelArguments) -> str:
-    """``--version`` (command line or training recipe), else ``plain`` in stage 1 and ``auto`` (the
-    LLM's family, resolved by ``resolve_version``) in stage 2."""
-    from llava_vitsplit.data.templates import AUTO, PlainTemplate
-
-    return model_args.version or (PlainTemplate.name if model_args.tune_mm_mlp_adapter else AUTO)
+    """``--version`` (command line or training recipe), else the stage's template: ``plain`` in stage 1,
+    ``auto`` (the LLM's family, resolved by ``resolve_version``) in stage 2."""
+    return model_args.version or stage_of(model_args).template
 
 
 def llm_family_name(recipe: BuildRecipe) -> str:
@@ -332,22 +335,23 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
     """``(model, processor, recipe, version)`` ready for the Trainer, with the freezing table applied."""
     from llava_vitsplit.stages import apply_stage, stage_table
 
-    stage = stage_of(model_args, training_args)
-    if stage == "pretrain" and model_args.pretrain_mm_mlp_adapter:
+    stage = stage_of(model_args)
+    if not stage.takes_stage1_connector and model_args.pretrain_mm_mlp_adapter:
         raise ValueError(
-            "--tune_mm_mlp_adapter (stage 1) and --pretrain_mm_mlp_adapter (stage 2) exclude each other"
+            f"stage {stage.name} trains a connector from scratch: --pretrain_mm_mlp_adapter (a stage-1 "
+            "connector to start from) does not apply"
         )
     recipe, version = resolve_build(model_args, data_args, training_args)
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 
     freeze_connector = training_args.freeze_mm_mlp_adapter
-    apply_stage(model, stage, freeze_connector)
-    if training_args.lora_enable:
-        table = stage_table(stage, freeze_connector)
-        model = apply_lora(model, training_args, table, stage, processor.family.lora_target_modules)
+    apply_stage(model, stage.name, freeze_connector)
+    if stage.lora:
+        table = stage_table(stage.name, freeze_connector)
+        model = apply_lora(model, training_args, table, stage.name, processor.family.lora_target_modules)
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("stage %s: %d trainable parameters", stage, trainable)
+    logger.info("stage %s: %d trainable parameters", stage.name, trainable)
     return model, processor, recipe, version
