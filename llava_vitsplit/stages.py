@@ -45,7 +45,7 @@ class TrainStage:
             or the LoRA adapter when the table has ``LORA``).
         needs_images: every sample must have an image (a caption stage); text-only ones are skipped.
         records_provenance: the save records which tower and LLM the connector was trained for.
-        takes_stage1_connector: ``--pretrain_mm_mlp_adapter`` may give a stage-1 connector to start from.
+        takes_stage1_connector: ``--stage1_connector`` (``--pretrain_mm_mlp_adapter``) may give a stage-1 connector to start from.
         template: the conversation template when ``--version`` is unset (``plain``, or ``auto``: the LLM's).
     """
 
@@ -156,7 +156,7 @@ def resolve_stage(stage: str | None, flags: dict[str, bool], freeze_backbone: bo
 
 
 def stage_table(stage: str, freeze_connector: bool = False) -> dict[str, bool | str]:
-    """``STAGES[stage].freezing``; ``freeze_connector`` (``--freeze_mm_mlp_adapter``) freezes the connector too."""
+    """``STAGES[stage].freezing``; ``freeze_connector`` (``--freeze_connector``) freezes the connector too."""
     table = dict(train_stage(stage).freezing)
     if freeze_connector:
         table.update(dict.fromkeys(CONNECTOR_PARTS, False))

@@ -22,7 +22,7 @@ CONNECTORS = {
     "vitsplit_llm": [*tiny_adapter_args("llm"), "--conv_type", "plain"],
     "mlp": ["--mm_projector_type", "mlp2x_gelu"],
 }
-LRS = ["--learning_rate", "2e-5", "--mm_projector_lr", "1e-3", "--task_head_lr_multiplier", "0.1",
+LRS = ["--learning_rate", "2e-5", "--connector_lr", "1e-3", "--task_head_lr_multiplier", "0.1",
        "--deform_offset_lr_multiplier", "0.5", "--weight_decay", "0.1"]  # fmt: skip
 
 

@@ -45,7 +45,7 @@ class BuildRecipe:
     image_aspect_ratio: str
     attn_implementation: str = "sdpa"
     seed: int = 0
-    pretrain_mm_mlp_adapter: str | None = None
+    stage1_connector: str | None = None  # the stage-1 connector to load (--stage1_connector)
     base_checkpoint: str | None = None  # continue from a saved llava_vitsplit checkpoint instead of parts
     allow_connector_mismatch: bool = False  # load a stage-1 connector trained for other parts
 
@@ -59,6 +59,8 @@ class BuildRecipe:
             raise FileNotFoundError(f"{path} not found: {folder} is not a llava-vitsplit LoRA output folder")
         data = json.loads(path.read_text())
         data.pop("extra", None)  # an always-empty field that earlier versions wrote
+        if "pretrain_mm_mlp_adapter" in data:  # its name (LLaVA's flag) in recipes written earlier
+            data["stage1_connector"] = data.pop("pretrain_mm_mlp_adapter")
         return cls(**data)
 
 
@@ -70,9 +72,9 @@ def stage_of(model_args: ModelArguments) -> TrainStage:
 
 
 def _saved_connector_settings(model_args: ModelArguments) -> dict:
-    if not model_args.pretrain_mm_mlp_adapter:
+    if not model_args.stage1_connector:
         return {}
-    return read_connector_settings(model_args.pretrain_mm_mlp_adapter)
+    return read_connector_settings(model_args.stage1_connector)
 
 
 def _pick(saved: dict, cli_value, saved_key: str, preset_value, default):
@@ -117,10 +119,10 @@ def resolve_recipe(
         raise ValueError("give --model_name_or_path and --vision_tower (or a --preset that names them)")
     connector_type = _pick(
         saved,
-        model_args.mm_projector_type,
+        model_args.connector_type,
         "connector_type",
         preset and preset.connector_type,
-        MODEL_DEFAULTS["mm_projector_type"],
+        MODEL_DEFAULTS["connector_type"],
     )
     recipe = BuildRecipe(
         vision_tower=vision_tower,
@@ -143,7 +145,7 @@ def resolve_recipe(
         image_aspect_ratio=data_args.image_aspect_ratio or (preset.image_aspect_ratio if preset else "pad"),
         attn_implementation=model_args.attn_implementation,
         seed=seed,
-        pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
+        stage1_connector=model_args.stage1_connector,
         allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
     return recipe, requested_version(model_args)
@@ -217,10 +219,10 @@ def build_from_recipe(recipe: BuildRecipe, torch_dtype: torch.dtype = torch.floa
         seed=recipe.seed,
         attn_implementation=recipe.attn_implementation,
     )
-    if recipe.pretrain_mm_mlp_adapter:
+    if recipe.stage1_connector:
         provenance = part_provenance(model, recipe.vision_tower, recipe.language_model)
-        load_connector(model, recipe.pretrain_mm_mlp_adapter, provenance, recipe.allow_connector_mismatch)
-        logger.info("loaded the stage-1 connector from %s", recipe.pretrain_mm_mlp_adapter)
+        load_connector(model, recipe.stage1_connector, provenance, recipe.allow_connector_mismatch)
+        logger.info("loaded the stage-1 connector from %s", recipe.stage1_connector)
     return model, processor
 
 
@@ -336,16 +338,16 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
     from llava_vitsplit.stages import apply_stage, stage_table
 
     stage = stage_of(model_args)
-    if not stage.takes_stage1_connector and model_args.pretrain_mm_mlp_adapter:
+    if not stage.takes_stage1_connector and model_args.stage1_connector:
         raise ValueError(
-            f"stage {stage.name} trains a connector from scratch: --pretrain_mm_mlp_adapter (a stage-1 "
-            "connector to start from) does not apply"
+            f"stage {stage.name} trains a connector from scratch: --stage1_connector "
+            "(--pretrain_mm_mlp_adapter, a stage-1 connector to start from) does not apply"
         )
     recipe, version = resolve_build(model_args, data_args, training_args)
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 
-    freeze_connector = training_args.freeze_mm_mlp_adapter
+    freeze_connector = training_args.freeze_connector
     apply_stage(model, stage.name, freeze_connector)
     if stage.lora:
         table = stage_table(stage.name, freeze_connector)
