@@ -291,7 +291,7 @@ def apply_lora(
     family_modules: tuple[str, ...] | None = None,
 ):
     """Wrap ``model`` with peft LoRA on the table's ``LORA`` components; its fully trained ones (the
-    connector) are saved in the adapter as ``modules_to_save``."""
+    connector) are saved in the LoRA adapter as ``modules_to_save``."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
