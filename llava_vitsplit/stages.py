@@ -45,7 +45,8 @@ class TrainStage:
             or the LoRA adapter when the table has ``LORA``).
         needs_images: every sample must have an image (a caption stage); text-only ones are skipped.
         records_provenance: the save records which tower and LLM the connector was trained for.
-        takes_stage1_connector: ``--stage1_connector`` (``--pretrain_mm_mlp_adapter``) may give a stage-1 connector to start from.
+        takes_stage1_connector: ``--stage1_connector`` (``--pretrain_mm_mlp_adapter``) may give a
+            stage-1 connector to start from.
         template: the conversation template when ``--version`` is unset (``plain``, or ``auto``: the LLM's).
     """
 

@@ -1,7 +1,8 @@
 """Command-line arguments of ``llava-vitsplit train``, with LLaVA-1.5's names where they still apply.
 
 Three dataclasses parsed by ``transformers.HfArgumentParser``: ``ModelArguments`` (parts, connector,
-stage; the adapter flags are generated from ``AdapterConfig``, ``train/adapter_args.py``), ``DataArguments`` and ``TrainingArguments`` (transformers' own plus LLaVA's extras: LoRA,
+stage; the adapter flags are generated from ``AdapterConfig``, ``train/adapter_args.py``),
+``DataArguments`` and ``TrainingArguments`` (transformers' own plus LLaVA's extras: LoRA,
 ``group_by_modality_length``, ``model_max_length``, ``connector_lr``, ...). Model fields left unset
 take their value from ``--preset`` (if given), then from the built-in default; training arguments left
 unset take their value from the preset's training recipe for the run's stage (``--train_recipe`` names

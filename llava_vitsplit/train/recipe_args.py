@@ -1,8 +1,8 @@
 """The training recipe of ``--train_recipe`` (default: ``--preset``) as the command line's defaults.
 
-The stage is ``--stage``, else the one LLaVA's flags select (``--tune_mm_mlp_adapter True``: ``pretrain``,
-``--lora_enable True``: ``finetune_lora``, neither: ``finetune``; ``stages.resolve_stage``). The recipe's ``train.<stage>`` entries
-go before the given arguments, so every argument given on the command line wins. A global batch
+The stage is ``--stage``, else the one LLaVA's flags select (``--tune_mm_mlp_adapter True``:
+``pretrain``, ``--lora_enable True``: ``finetune_lora``, neither: ``finetune``; ``stages.resolve_stage``).
+The recipe's ``train.<stage>`` entries go before the given arguments, so every argument given on the command line wins. A global batch
 (``--global_batch_size``, from either) sets ``--gradient_accumulation_steps`` to
 ``global / (per-device batch x WORLD_SIZE)`` unless that is given too.
 """

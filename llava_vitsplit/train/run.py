@@ -2,8 +2,8 @@
 
 The stage (``--stage``, or LLaVA's flags; ``llava_vitsplit/stages.py``) decides what trains and what is
 saved. Stage 1 (``--stage pretrain`` = ``--tune_mm_mlp_adapter True``) writes ``connector.safetensors`` +
-``connector_config.json``; stage 2 (``--stage1_connector STAGE1_DIR``, LLaVA's ``--pretrain_mm_mlp_adapter``) writes a full checkpoint
-(model + processor) that loads with ``AutoModelForImageTextToText.from_pretrained``; stage 2 with
+``connector_config.json``; stage 2 (``--stage1_connector STAGE1_DIR``, LLaVA's
+``--pretrain_mm_mlp_adapter``) writes a full checkpoint (model + processor) that loads with ``AutoModelForImageTextToText.from_pretrained``; stage 2 with
 ``--lora_enable True`` writes the LoRA adapter (plus the connector) for ``llava-vitsplit merge-lora``.
 ``--resume_from_checkpoint DIR|latest`` continues a killed run where its last checkpoint left off.
 

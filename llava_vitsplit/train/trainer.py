@@ -1,8 +1,8 @@
 """The transformers ``Trainer`` with what LLaVA-style training on a cluster needs on top of it.
 
 - ``--group_by_modality_length``: the modality/length-grouped sampler (one optimizer step = one modality).
-- Learning-rate groups: the connector can get its own lr (``--connector_lr``, LLaVA's ``--mm_projector_lr``) and the ViT-Split task
-  head and the deformable convs' offset predictors multipliers of it (``--task_head_lr_multiplier``,
+- Learning-rate groups: the connector can get its own lr (``--connector_lr``, LLaVA's
+  ``--mm_projector_lr``) and the ViT-Split task head and the deformable convs' offset predictors multipliers of it (``--task_head_lr_multiplier``,
   ``--deform_offset_lr_multiplier``), each split into decay / no-decay groups. With
   ZeRO optimizer offload the same groups go to DeepSpeed's CPU Adam (the DeepSpeed configs define no
   optimizer, so these groups always apply).
