@@ -54,7 +54,7 @@ def main() -> None:
         preset="quickstart",
         vision_tower=str(run / "vision_tower"),
         model_name_or_path=args.language_model,
-        pretrain_mm_mlp_adapter=str(run / "pretrain"),
+        stage1_connector=str(run / "pretrain"),
     )
     recipe, _ = resolve_recipe(model_args, DataArguments(), seed=0)
     model, processor = build_from_recipe(recipe)

@@ -69,15 +69,11 @@ def make_batch(config, batch_size: int, text_tokens: int, device: str, dtype):
     """One image + ``text_tokens`` supervised tokens per sample: ``input_ids``, ``labels``, ``pixel_values``."""
     import torch
 
-    from llava_vitsplit.model.builder import image_token_layout
+    from llava_vitsplit.model.connector_registry import connector_spec
 
     vision = config.vision_config
     grid = vision.image_size // vision.patch_size
-    n_image = (
-        grid * grid
-        + image_token_layout(config).num_additional_image_tokens
-        - (1 if image_token_layout(config).vision_feature_select_strategy == "default" else 0)
-    )
+    n_image = connector_spec(config.connector_type).num_image_tokens(config, (grid, grid))
     text = torch.randint(3, min(config.text_config.vocab_size - 1, 30000), (batch_size, text_tokens))
     image = torch.full((batch_size, n_image), config.image_token_index)
     bos = torch.ones(batch_size, 1, dtype=torch.long)
