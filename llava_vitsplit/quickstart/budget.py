@@ -43,7 +43,8 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # 85% test accuracy in 37 minutes on 2 CPU cores after the install (BENCHMARKS.md: the measured runs).
+    # 85% test accuracy in 37 minutes on 2 AVX2 CPU cores after the install, fp32 with DeepSpeed ZeRO-2
+    # (BENCHMARKS.md: the measured runs and where the time goes); not yet re-measured in plain PyTorch.
     "default": Budget(
         image_size=84,
         limit_images=None,
