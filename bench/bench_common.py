@@ -13,6 +13,9 @@ import resource
 import statistics
 import time
 
+from llava_vitsplit.train.launch_env import KEEP_FREED_MEMORY
+from llava_vitsplit.util.cpu_precision import NATIVE_BF16_CPU_FLAGS, cpu_flags, cpu_precision
+
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Child-process memory allocator settings (``--malloc``). ``system``: glibc's defaults, which hand large
 # blocks back to the kernel on free, so every step page-faults its large activations in again (about
@@ -20,25 +23,13 @@ DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # (no mmap for large blocks, no heap trimming), as PyTorch's CUDA caching allocator does on a GPU.
 MALLOC_TUNABLES = {
     "system": None,
-    "keep": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184",
+    "keep": KEEP_FREED_MEMORY,
 }
-NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_native_bf16() -> bool:
-    return any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
+    """The package's decision (``llava_vitsplit.util.cpu_precision``): native bf16 flags listed."""
+    return cpu_precision().bf16
 
 
 def resolve_dtype(name: str, device: str) -> str:

@@ -188,12 +188,36 @@ def resolve_version(version: str, family: str) -> str:
     return version
 
 
+def autocast_on_cpu(training_args: TrainingArguments) -> bool:
+    """bf16/fp16 on the CPU without DeepSpeed: the Trainer (accelerate) runs the steps under CPU autocast,
+    so the weights and the optimizer stay fp32 (DeepSpeed instead keeps fp32 master weights of a bf16 model)."""
+    mixed = training_args.bf16 or training_args.fp16
+    return mixed and training_args.use_cpu and getattr(training_args, "hf_deepspeed_config", None) is None
+
+
 def torch_dtype_for(training_args: TrainingArguments) -> torch.dtype:
+    """The dtype the model is built in: fp32 under CPU autocast, else the run's precision."""
+    if autocast_on_cpu(training_args):
+        return torch.float32
     if training_args.bf16:
         return torch.bfloat16
     if training_args.fp16:
         return torch.float16
     return torch.float32
+
+
+def describe_precision(training_args: TrainingArguments) -> str:
+    """The training log's line on precision; on the CPU it names this CPU's native bf16 support."""
+    from llava_vitsplit.util.cpu_precision import cpu_precision
+
+    mode = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
+    if autocast_on_cpu(training_args):
+        mode += " autocast on the CPU, fp32 weights and optimizer"
+    elif training_args.use_cpu or not torch.cuda.is_available():
+        mode += " on the CPU"
+    if training_args.use_cpu or not torch.cuda.is_available():
+        mode += f"; this CPU's choice: {cpu_precision().describe()}"
+    return f"precision: {mode}"
 
 
 def build_from_recipe(recipe: BuildRecipe, torch_dtype: torch.dtype = torch.float32):
@@ -344,6 +368,7 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
             "(--pretrain_mm_mlp_adapter, a stage-1 connector to start from) does not apply"
         )
     recipe, version = resolve_build(model_args, data_args, training_args)
+    logger.info(describe_precision(training_args))
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 
