@@ -13,6 +13,9 @@ import resource
 import statistics
 import time
 
+from llava_vitsplit.train.launch_env import KEEP_FREED_MEMORY
+from llava_vitsplit.util.cpu_precision import NATIVE_BF16_CPU_FLAGS, cpu_flags, cpu_precision
+
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Child-process memory allocator settings (``--malloc``). ``system``: glibc's defaults, which hand large
 # blocks back to the kernel on free, so every step page-faults its large activations in again (about
@@ -20,25 +23,13 @@ DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # (no mmap for large blocks, no heap trimming), as PyTorch's CUDA caching allocator does on a GPU.
 MALLOC_TUNABLES = {
     "system": None,
-    "keep": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184",
+    "keep": KEEP_FREED_MEMORY,
 }
-NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_native_bf16() -> bool:
-    return any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
+    """The package's decision (``llava_vitsplit.util.cpu_precision``): native bf16 flags listed."""
+    return cpu_precision().bf16
 
 
 def resolve_dtype(name: str, device: str) -> str:
@@ -100,6 +91,40 @@ def timed(fn, cuda: bool = False) -> float:
     return time.perf_counter() - tic
 
 
+_CPU_ATTENTION_FORMULAS = []  # registered once per process
+
+
+def register_cpu_attention_flops() -> None:
+    """FLOP formulas for the CPU flash-attention kernels SDPA runs on the CPU (torch's counter lacks them)."""
+    if _CPU_ATTENTION_FORMULAS:
+        return
+    import torch
+    from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+    def _attention(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def _attention_backward(grad_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape)
+
+    _CPU_ATTENTION_FORMULAS.extend([_attention, _attention_backward])
+
+
+def count_gflops(fn) -> float:
+    """GFLOP that ``fn()`` runs (matmuls, convolutions, attention; torch's FLOP counter): the one model-FLOP
+    count of every benchmark (the GPU suite's MFU, the CPU training benchmark's MFU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 class StepBench:
     """One variant's training step inside its own process: timing, FLOP count, profile, peak memory.
 
@@ -121,11 +146,7 @@ class StepBench:
 
     def gflops(self) -> float:
         """GFLOP of one step (matmuls, convolutions, attention; forward + backward)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as counter:
-            self.step()
-        return counter.get_total_flops() / 1e9
+        return count_gflops(self.step)
 
     def profile(self, rows: int) -> str:
         """torch.profiler's per-operator table of one step, top ``rows`` by self time."""

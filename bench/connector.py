@@ -46,7 +46,7 @@ def run_one(
     from vlm_step import model_config
 
     from llava_vitsplit.backbones.hf_layers import effective_depth
-    from llava_vitsplit.model.connector import build_connector
+    from llava_vitsplit.model.connector_registry import build_connector
 
     torch.manual_seed(0)
     dtype = getattr(torch, DTYPES[dtype_name])

@@ -39,20 +39,12 @@ VARIANTS = ("vitsplit", "vitsplit_plainconv", "full_finetune_linear")
 
 
 def _register_flop_formulas() -> None:
-    """FLOP formulas torch's counter lacks: CPU flash attention, torchvision's deformable conv."""
+    """FLOP formulas torch's counter lacks: torchvision's deformable conv (CPU attention: ``bench_common``)."""
     import torch
     import torchvision  # noqa: F401  (registers torch.ops.torchvision)
-    from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+    from torch.utils.flop_counter import register_flop_formula
 
-    aten, ops = torch.ops.aten, torch.ops.torchvision
-
-    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
-    def _attention(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(q_shape, k_shape, v_shape)
-
-    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
-    def _attention_backward(grad_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape)
+    ops = torch.ops.torchvision
 
     @register_flop_formula(ops.deform_conv2d)
     def _forward(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:

@@ -16,13 +16,13 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
 
-from llava_vitsplit.quickstart import easy_vqa
+from llava_vitsplit.quickstart import easy_vqa_source
 
 
 def features(model, processor, split: str, limit: int, layers: list[int]):
     """Mean patch token per layer [N, C] and the colour/shape labels of fully known images."""
-    data = easy_vqa.load_split(split, limit_images=limit)
-    facts = easy_vqa.image_facts(data.questions, split)
+    data = easy_vqa_source.load_split(split, limit_images=limit)
+    facts = easy_vqa_source.image_facts(data.questions, split)
     ids = [i for i in sorted(facts) if facts[i].color and facts[i].shape]
     feats: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(ids), 32):

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from llava_vitsplit.data.dataset import count_image_tokens
-from llava_vitsplit.quickstart import easy_vqa
+from llava_vitsplit.quickstart import easy_vqa_source
 from llava_vitsplit.train.arguments import DataArguments, ModelArguments
 from llava_vitsplit.train.model_setup import build_from_recipe, resolve_recipe
 
@@ -54,17 +54,17 @@ def main() -> None:
         preset="quickstart",
         vision_tower=str(run / "vision_tower"),
         model_name_or_path=args.language_model,
-        pretrain_mm_mlp_adapter=str(run / "pretrain"),
+        stage1_connector=str(run / "pretrain"),
     )
     recipe, _ = resolve_recipe(model_args, DataArguments(), seed=0)
     model, processor = build_from_recipe(recipe)
     model.eval()
     num_image_tokens = count_image_tokens(processor)
 
-    split = easy_vqa.load_split("test")
-    facts = easy_vqa.image_facts(split.questions, "test")
+    split = easy_vqa_source.load_split("test")
+    facts = easy_vqa_source.image_facts(split.questions, "test")
     ids = [i for i in sorted(facts) if facts[i].color and facts[i].shape][: args.images]
-    colours, shapes = list(easy_vqa.colors()), list(easy_vqa.SHAPES)
+    colours, shapes = list(easy_vqa_source.colors()), list(easy_vqa_source.SHAPES)
     colour_ids = first_token_ids(processor.tokenizer, colours)
     shape_ids = first_token_ids(processor.tokenizer, shapes)
     right_colour = right_shape = 0

@@ -17,7 +17,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from llava_vitsplit.quickstart import easy_vqa
+from llava_vitsplit.quickstart import easy_vqa_source
 from llava_vitsplit.quickstart.easy_vqa_task import normalize_answer
 from llava_vitsplit.quickstart.report import model_answer, read_eval
 
@@ -25,9 +25,9 @@ from llava_vitsplit.quickstart.report import model_answer, read_eval
 def text_prior() -> dict[str, str]:
     """Majority answer of each yes/no phrasing over all train questions."""
     counts: dict[str, Counter] = defaultdict(Counter)
-    for qa in easy_vqa.load_split("train").questions:
+    for qa in easy_vqa_source.load_split("train").questions:
         if qa.answer in ("yes", "no"):
-            counts[easy_vqa.phrasing(qa.question)][qa.answer] += 1
+            counts[easy_vqa_source.phrasing(qa.question)][qa.answer] += 1
     return {text: c.most_common(1)[0][0] for text, c in counts.items()}
 
 
@@ -51,7 +51,11 @@ def main() -> None:
             if target in ("yes", "no"):
                 question = sample["input"].split("\n")[0]
                 rows.append(
-                    (target, normalize_answer(model_answer(sample)), prior[easy_vqa.phrasing(question)])
+                    (
+                        target,
+                        normalize_answer(model_answer(sample)),
+                        prior[easy_vqa_source.phrasing(question)],
+                    )
                 )
         n = len(rows)
         right = sum(t == a for t, a, _ in rows)

@@ -91,15 +91,11 @@ def make_batch(config, settings: dict, device: str, dtype) -> tuple[dict, int]:
     import torch
 
     from llava_vitsplit.data import PackingCollator, SupervisedCollator
-    from llava_vitsplit.model.builder import image_token_layout
+    from llava_vitsplit.model.connector_registry import connector_spec
 
     vision = config.vision_config
     grid = vision.image_size // vision.patch_size
-    n_image = (
-        grid * grid
-        + image_token_layout(config).num_additional_image_tokens
-        - (1 if image_token_layout(config).vision_feature_select_strategy == "default" else 0)
-    )
+    n_image = connector_spec(config.connector_type).num_image_tokens(config, (grid, grid))
     items = []
     for n_text in text_lengths(settings["batch_size"], settings["text_tokens"], settings["long_text_tokens"]):
         text = torch.randint(3, min(config.text_config.vocab_size - 1, 30000), (n_text,))

@@ -2,7 +2,7 @@
 
 VLM presets are built on the meta device (no memory, no download) and counted per component:
 vision tower (frozen, as run: blocks past the feature layer are dropped), the connector's task head,
-prior head, fusion and projector, and the language model (LM head included, tied weights counted once),
+prior head, fusion and MLP, and the language model (LM head included, tied weights counted once),
 with the trainable/frozen totals of stage 1 (``pretrain``) and stage 2 (``finetune``). Dense presets
 (``dense-*``) are counted by ``llava_vitsplit.dense.param_report.dense_param_report``. A trained checkpoint's
 architecture is counted the same way from its ``config.json`` (``checkpoint_param_report``).
@@ -47,7 +47,7 @@ def count_parameters(modules: Iterable[nn.Module], seen: set[int] | None = None)
 def model_param_report(model) -> dict:
     """Per-component, per-connector-part and per-stage counts of a ``LlavaViTSplitForConditionalGeneration``.
 
-    Each stage's trainable count is what ``FREEZING`` trains in it (tied tensors counted once)."""
+    Each stage's trainable count is what its freezing row (``stages.STAGES``) trains (tied tensors counted once)."""
     parts = model_components(model)
 
     def merged(row: str) -> list[nn.Module]:

@@ -10,8 +10,10 @@ import pytest
 pytest.importorskip("easy_vqa")
 
 from llava_vitsplit.data.records import parse_record  # noqa: E402
-from llava_vitsplit.quickstart import easy_vqa  # noqa: E402
-from llava_vitsplit.quickstart.easy_vqa import QA, EasyVQAError, ImageFacts, caption, image_facts  # noqa: E402
+from llava_vitsplit.model.chat_templates import SHORT_ANSWER_PROMPT  # noqa: E402
+from llava_vitsplit.quickstart import easy_vqa, easy_vqa_records, easy_vqa_source  # noqa: E402
+from llava_vitsplit.quickstart.easy_vqa_records import caption  # noqa: E402
+from llava_vitsplit.quickstart.easy_vqa_source import QA, EasyVQAError, ImageFacts, image_facts  # noqa: E402
 from llava_vitsplit.quickstart.easy_vqa_task import (  # noqa: E402
     TASK_NAME,
     aggregate_accuracy,
@@ -55,11 +57,11 @@ def test_captions_state_only_known_facts():
 
 
 def test_question_types_cover_the_answer_set():
-    assert easy_vqa.question_type(qa("is there a red shape?", "yes")) == "yes/no"
-    assert easy_vqa.question_type(qa("what shape is present?", "triangle")) == "shape"
-    assert easy_vqa.question_type(qa("what color is the shape?", "brown")) == "color"
+    assert easy_vqa_source.question_type(qa("is there a red shape?", "yes")) == "yes/no"
+    assert easy_vqa_source.question_type(qa("what shape is present?", "triangle")) == "shape"
+    assert easy_vqa_source.question_type(qa("what color is the shape?", "brown")) == "color"
     with pytest.raises(EasyVQAError, match="unknown answer 'purple'"):
-        easy_vqa.question_type(qa("what color is the shape?", "purple"))
+        easy_vqa_source.question_type(qa("what color is the shape?", "purple"))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def converted(tmp_path_factory):
 
 def test_conversion_writes_valid_llava_records(converted):
     out, paths = converted
-    train = easy_vqa.load_split("train", limit_images=6)
+    train = easy_vqa_source.load_split("train", limit_images=6)
     stage1 = json.loads(paths["stage1"].read_text())
     stage2 = json.loads(paths["stage2"].read_text())
     for index, record in enumerate(stage1 + stage2):
@@ -95,8 +97,8 @@ def test_conversion_writes_valid_llava_records(converted):
         assert len(turns) <= 8
         for human, gpt in zip(turns[::2], turns[1::2], strict=True):
             assert human["from"] == "human" and gpt["from"] == "gpt"
-            assert human["value"].endswith(easy_vqa.SHORT_ANSWER_PROMPT)
-            question = human["value"].removeprefix("<image>\n").removesuffix(easy_vqa.SHORT_ANSWER_PROMPT)
+            assert human["value"].endswith(SHORT_ANSWER_PROMPT)
+            question = human["value"].removeprefix("<image>\n").removesuffix(SHORT_ANSWER_PROMPT)
             pairs.append((record["image"], question, gpt["value"]))
     expected = [(f"train/{q.image_id}.png", q.question, q.answer) for q in train.questions]
     assert sorted(pairs) == sorted(expected)
@@ -105,21 +107,21 @@ def test_conversion_writes_valid_llava_records(converted):
 def test_captions_agree_with_every_question(converted):
     _, paths = converted
     answers = defaultdict(list)
-    for q in easy_vqa.load_split("train", limit_images=6).questions:
+    for q in easy_vqa_source.load_split("train", limit_images=6).questions:
         answers[f"train/{q.image_id}.png"].append(q)
     stage1 = json.loads(paths["stage1"].read_text())
     assert len(stage1) >= 5
     for record in stage1:
         words = set(record["conversations"][1]["value"].rstrip(".").lower().split())
         for q in answers[record["image"]]:
-            kind = easy_vqa.question_type(q)
+            kind = easy_vqa_source.question_type(q)
             if kind != "yes/no":  # an open answer of a kind the caption names is the caption's word
-                vocab = set(easy_vqa.SHAPES) if kind == "shape" else set(easy_vqa.colors())
+                vocab = set(easy_vqa_source.SHAPES) if kind == "shape" else set(easy_vqa_source.colors())
                 assert not words & vocab or words & vocab == {q.answer}, (record, q)
                 continue
             q_words = set(q.question.rstrip("?").split())
             present = (q.answer == "yes") != bool(q_words & {"not", "no"})
-            for vocab in (set(easy_vqa.SHAPES), set(easy_vqa.colors())):
+            for vocab in (set(easy_vqa_source.SHAPES), set(easy_vqa_source.colors())):
                 asked, captioned = q_words & vocab, words & vocab
                 if asked and captioned:  # "is there a red shape?" is answered by a caption naming a colour
                     assert present == (asked == captioned), (record, q)
@@ -131,11 +133,11 @@ def test_eval_file_and_lmms_eval_task(converted):
 
     out, paths = converted
     rows = [json.loads(line) for line in paths["eval"].read_text().splitlines()]
-    test = easy_vqa.load_split("test", limit_images=6)
+    test = easy_vqa_source.load_split("test", limit_images=6)
     assert sorted(r["question_id"] for r in rows) == sorted(q.index for q in test.questions)
     for row in rows:
-        assert row["text"] == row["question"] + easy_vqa.SHORT_ANSWER_PROMPT
-        assert row["question_type"] in easy_vqa.QUESTION_TYPES
+        assert row["text"] == row["question"] + SHORT_ANSWER_PROMPT
+        assert row["question_type"] in easy_vqa_source.QUESTION_TYPES
         assert (paths["image_folder"] / row["image"]).is_file()
 
     task_dir = paths["task_dir"] / TASK_NAME
@@ -150,7 +152,7 @@ def test_eval_file_and_lmms_eval_task(converted):
     image = config["doc_to_visual"](doc)[0]
     assert image.size == (64, 64) and image.mode == "RGB"
     kwargs = config["lmms_eval_specific_kwargs"]["default"]
-    assert config["doc_to_text"](doc, kwargs) == doc["question"] + easy_vqa.SHORT_ANSWER_PROMPT
+    assert config["doc_to_text"](doc, kwargs) == doc["question"] + SHORT_ANSWER_PROMPT
 
 
 def test_scoring_normalises_and_splits_by_type():
@@ -178,7 +180,7 @@ def test_rerun_skips_finished_steps_and_redoes_changed_ones(converted, capsys):
 
 
 def test_balance_yes_no_equalises_answers_per_phrasing_and_keeps_open_questions():
-    assert easy_vqa.phrasing("Is there not a Teal circle?") == "is there not a <color> <shape>?"
+    assert easy_vqa_source.phrasing("Is there not a Teal circle?") == "is there not a <color> <shape>?"
     questions = [
         qa("is there a red shape?", "no", 0),
         qa("is there a blue shape?", "no", 1),
@@ -188,22 +190,22 @@ def test_balance_yes_no_equalises_answers_per_phrasing_and_keeps_open_questions(
         qa("is there not a circle?", "yes", 0),  # a phrasing with one answer only: dropped
         qa("what shape is present?", "circle", 1),
     ]
-    kept = easy_vqa.balance_yes_no(questions, seed=3)
+    kept = easy_vqa_source.balance_yes_no(questions, seed=3)
     assert [q.answer for q in kept if q.answer not in ("yes", "no")] == ["red", "circle"]
     yes_no = [q for q in kept if q.answer in ("yes", "no")]
     assert sorted(q.answer for q in yes_no) == ["no", "yes"]
     assert kept == [q for q in questions if q in kept]  # original order
-    assert kept == easy_vqa.balance_yes_no(questions, seed=3)
+    assert kept == easy_vqa_source.balance_yes_no(questions, seed=3)
 
-    train = easy_vqa.load_split("train", limit_images=300)
+    train = easy_vqa_source.load_split("train", limit_images=300)
     counts = Counter(
-        (easy_vqa.phrasing(q.question), q.answer)
-        for q in easy_vqa.balance_yes_no(train.questions)
+        (easy_vqa_source.phrasing(q.question), q.answer)
+        for q in easy_vqa_source.balance_yes_no(train.questions)
         if q.answer in ("yes", "no")
     )
     assert counts and all(counts[text, "yes"] == counts[text, "no"] for text, _ in counts)
-    records = easy_vqa.stage2_records(train, caption_share=0.0, balanced=True)
-    assert len(records) == len(easy_vqa.balance_yes_no(train.questions)) < len(train.questions)
+    records = easy_vqa_records.stage2_records(train, caption_share=0.0, balanced=True)
+    assert len(records) == len(easy_vqa_source.balance_yes_no(train.questions)) < len(train.questions)
 
 
 def test_command_balances_yes_no_on_request(tmp_path, capsys):
@@ -217,14 +219,14 @@ def test_command_balances_yes_no_on_request(tmp_path, capsys):
 
 
 def test_stage2_records_one_question_each_and_no_captions_on_request():
-    train = easy_vqa.load_split("train", limit_images=6)
-    records = easy_vqa.stage2_records(train, max_turns=1, caption_share=0.0)
+    train = easy_vqa_source.load_split("train", limit_images=6)
+    records = easy_vqa_records.stage2_records(train, max_turns=1, caption_share=0.0)
     assert len(records) == len(train.questions)
     assert all(len(r["conversations"]) == 2 for r in records)
     with pytest.raises(ValueError, match="caption_share"):
-        easy_vqa.stage2_records(train, caption_share=1.0)
+        easy_vqa_records.stage2_records(train, caption_share=1.0)
     with pytest.raises(ValueError, match="max_turns"):
-        easy_vqa.stage2_records(train, max_turns=-1)
+        easy_vqa_records.stage2_records(train, max_turns=-1)
 
 
 def test_blind_baseline_sees_one_blank_image_in_training_and_evaluation(converted, tmp_path):
@@ -244,7 +246,7 @@ def test_blind_baseline_sees_one_blank_image_in_training_and_evaluation(converte
     out, paths = converted
     # the fixture's conversion settings, so `data()` finds every conversion step done
     budget = replace(
-        get_budget("smoke"), limit_images=6, max_turns=4, caption_share=easy_vqa.STAGE2_CAPTION_SHARE
+        get_budget("smoke"), limit_images=6, max_turns=4, caption_share=easy_vqa_records.STAGE2_CAPTION_SHARE
     )
     run = Run(out_dir=tmp_path / "blind", budget=budget, variant="blind", data_dir=out, log=lambda _: None)
     run.data()

@@ -31,7 +31,7 @@ def test_paper_preset_adds_the_deformable_offset_predictors():
 
 def test_mlp_baseline_is_llavas_21m_projector():
     report = vlm_param_report("llava-v1.5-7b-mlp")
-    assert report["connector"] == {"projector": 1024 * 4096 + 4096 + 4096 * 4096 + 4096}
+    assert report["connector"] == {"mlp": 1024 * 4096 + 4096 + 4096 * 4096 + 4096}
 
 
 def test_13b_fusion_targets_the_13b_width():

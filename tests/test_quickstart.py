@@ -1,7 +1,7 @@
 """The shortened quickstart: every step of ``make quickstart`` on a handful of samples.
 
 Real assets (recovered and numerically checked, shared with test_assets.py), easy-vqa conversion, the real
-``scripts/pretrain.sh`` and ``scripts/finetune.sh`` (DeepSpeed, one CPU process), lmms-eval with the
+``scripts/pretrain.sh`` and ``scripts/finetune.sh`` (one CPU process, plain PyTorch), lmms-eval with the
 ``llava_vitsplit`` model on the local easy-vqa task, the report with the model's answers; then a re-run
 that skips every finished step.
 """
@@ -17,6 +17,7 @@ from llava_vitsplit.assets import ASSETS
 from llava_vitsplit.quickstart.budget import get_budget
 from llava_vitsplit.quickstart.easy_vqa_task import TASK_NAME
 from llava_vitsplit.quickstart.report import model_answer, read_eval
+from llava_vitsplit.util.cpu_precision import cpu_precision
 
 
 def test_budget_names_and_image_size_are_checked():
@@ -79,6 +80,7 @@ def test_shortened_quickstart_runs_every_step_and_resumes(tmp_path, capsys):
     for stage in ("pretrain", "finetune"):
         log = (out / "logs" / f"{stage}.log").read_text()
         assert "--max_steps 2" in log and "--preset quickstart" in log
+        assert f"this CPU's choice: {cpu_precision().describe()}" in log  # the training log names it
 
     # lmms-eval scored the smoke budget's questions and the model answered each one
     result = read_eval(out / "eval", TASK_NAME)

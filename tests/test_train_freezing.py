@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from _script_runs import SHIPPED_DATA
 
-from llava_vitsplit.stages import CONNECTOR_PARTS, FREEZING, LORA, model_components
+from llava_vitsplit.stages import CONNECTOR_PARTS, LORA, STAGES, model_components
 from llava_vitsplit.testing.tiny_parts import save_tiny_parts, tiny_adapter_args
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.model_setup import setup_model
@@ -22,7 +22,7 @@ CONNECTORS = {
     "vitsplit_llm": [*tiny_adapter_args("llm"), "--conv_type", "plain"],
     "mlp": ["--mm_projector_type", "mlp2x_gelu"],
 }
-LRS = ["--learning_rate", "2e-5", "--mm_projector_lr", "1e-3", "--task_head_lr_multiplier", "0.1",
+LRS = ["--learning_rate", "2e-5", "--connector_lr", "1e-3", "--task_head_lr_multiplier", "0.1",
        "--deform_offset_lr_multiplier", "0.5", "--weight_decay", "0.1"]  # fmt: skip
 
 
@@ -47,7 +47,7 @@ PREFIXES = {  # parameter name prefix -> component, from the checkpoint layout a
     "model.multi_modal_projector.adapter.prior_head.": "prior_head",
     "model.multi_modal_projector.adapter.prior_gate.": "prior_head",
     "model.multi_modal_projector.adapter.fusion.": "fusion",
-    "model.multi_modal_projector.": "projector",  # the MLP after a vision-width fusion, or the baseline
+    "model.multi_modal_projector.": "mlp",  # the MLP after a vision-width fusion, or the baseline
     "model.language_model.": "language_model",
     "lm_head.": "lm_head",
 }
@@ -65,11 +65,11 @@ def test_requires_grad_follows_the_table(parts, tmp_path, connector, stage):
     for name, param in model.named_parameters():
         component = component_of(name)
         seen.add(component)
-        assert param.requires_grad == (FREEZING[stage][component] is True), (stage, name)
+        assert param.requires_grad == (STAGES[stage].freezing[component] is True), (stage, name)
     expected = {"vision_tower", "language_model", "lm_head"} | {
         "vitsplit": set(CONNECTOR_PARTS),
         "vitsplit_llm": {"task_head", "prior_head", "fusion"},
-        "mlp": {"projector"},
+        "mlp": {"mlp"},
     }[connector]
     assert seen == expected == set(model_components(model))
 
@@ -77,7 +77,7 @@ def test_requires_grad_follows_the_table(parts, tmp_path, connector, stage):
 @pytest.mark.parametrize("connector", ["vitsplit", "mlp"])
 def test_lora_trains_lora_in_the_llm_and_the_whole_connector(parts, tmp_path, connector):
     model, _, _ = build(parts, tmp_path, connector, "finetune_lora")
-    assert FREEZING["finetune_lora"]["language_model"] == LORA
+    assert STAGES["finetune_lora"].freezing["language_model"] == LORA
     assert model.peft_config["default"].modules_to_save == ["multi_modal_projector"]
     assert model.peft_config["default"].target_modules.startswith(r".*\.language_model\..*\.(")
     lora = copy = 0

@@ -19,11 +19,12 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 
 from llava_vitsplit.adapter import AdapterConfig
-from llava_vitsplit.backbones.hf_layers import effective_depth, num_prefix_tokens, truncate_layers
+from llava_vitsplit.backbones.hf_layers import effective_depth, truncate_layers
 from llava_vitsplit.backbones.registry import load_vision_model
 from llava_vitsplit.llms import IMAGE_TOKEN, LLMFamilySpec
 from llava_vitsplit.llms.registry import prepare_tokenizer, resolve_family, stop_token_ids
 from llava_vitsplit.model.configuration import LlavaViTSplitConfig
+from llava_vitsplit.model.connector_registry import connector_spec
 from llava_vitsplit.model.modeling import LlavaViTSplitForConditionalGeneration
 from llava_vitsplit.model.processing import LlavaViTSplitProcessor
 
@@ -32,22 +33,31 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageTokenLayout:
-    """How the processor counts image tokens so that it matches the connector's output length."""
+    """How ``LlavaProcessor`` counts one image's tokens, so that it matches the connector's output length.
 
+    The processor writes ``(H // patch_size) * (W // patch_size) + num_additional_image_tokens`` tokens,
+    one fewer with the ``default`` feature strategy (LLaVA's dropped CLS token).
+    """
+
+    patch_size: int
     num_additional_image_tokens: int
     vision_feature_select_strategy: str
 
 
 def image_token_layout(config: LlavaViTSplitConfig) -> ImageTokenLayout:
-    """ViT-Split emits exactly ``h*w`` tokens; the MLP emits ``h*w`` (+ prefix tokens with ``full``)."""
-    prefix = num_prefix_tokens(config.vision_config)
-    if config.connector_type == "vitsplit":
-        return ImageTokenLayout(0, "full")
-    if config.vision_feature_select_strategy == "full":
-        return ImageTokenLayout(prefix, "full")
+    """The processor layout that gives the connector spec's ``num_image_tokens``, under the config's own
+    feature strategy (so a checkpoint's config and processor name the same one).
+
+    A spec's ``token_stride`` s makes the processor's patch ``s`` tower patches wide, so its grid is the
+    connector's ``(h // s, w // s)``; the spec's ``prefix_tokens`` are the additional tokens."""
+    spec = connector_spec(config.connector_type)
+    strategy = config.vision_feature_select_strategy
+    dropped = 1 if strategy == "default" else 0  # the processor subtracts it; the spec's count has none
     return ImageTokenLayout(
-        1, "default"
-    )  # LlavaProcessor subtracts one; the connector drops all prefix tokens
+        patch_size=config.vision_config.patch_size * spec.token_stride,
+        num_additional_image_tokens=spec.prefix_tokens(config) + dropped,
+        vision_feature_select_strategy=strategy,
+    )
 
 
 def ensure_image_token(tokenizer) -> int:
@@ -78,7 +88,7 @@ def make_processor(
     return LlavaViTSplitProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=config.vision_config.patch_size,
+        patch_size=layout.patch_size,
         vision_feature_select_strategy=layout.vision_feature_select_strategy,
         num_additional_image_tokens=layout.num_additional_image_tokens,
         image_token=IMAGE_TOKEN,
@@ -100,7 +110,7 @@ def init_connector(model: LlavaViTSplitForConditionalGeneration, seed: int) -> N
         torch.manual_seed(seed)
         for module in connector.modules():
             model._init_weights(module)
-    model.copy_task_head_from_tower()
+    model.init_connector_from_tower()
 
 
 def build_model(
@@ -130,7 +140,8 @@ def build_model(
         lm.resize_token_embeddings(len(tokenizer))
     image_processor = AutoImageProcessor.from_pretrained(vision_tower)
 
-    adapter_dict = AdapterConfig.from_dict(adapter).to_dict() if connector_type == "vitsplit" else None
+    uses_adapter = connector_spec(connector_type).uses_adapter
+    adapter_dict = AdapterConfig.from_dict(adapter).to_dict() if uses_adapter else None
     config = LlavaViTSplitConfig(
         vision_config=vision.config.to_dict(),
         text_config=lm.config.to_dict(),
@@ -160,5 +171,5 @@ def build_model(
     model.generation_config.eos_token_id = stop_token_ids(family, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     grid = config.vision_config.image_size // config.vision_config.patch_size
-    model.config.image_seq_length = grid * grid
+    model.config.image_seq_length = connector_spec(connector_type).num_image_tokens(config, (grid, grid))
     return model, processor

@@ -5,7 +5,9 @@ states ``h[0..E]``, flattened to the LLM token sequence ``[B, h*w, D_llm]``, opt
 GELU MLP when the fusion net keeps the vision width (``fusion_output="vision_mlp"``).
 
 The LLaVA-1.5 ``mlp2x_gelu`` baseline is transformers' own ``LlavaMultiModalProjector``; both connectors
-expose ``forward_hidden_states(hidden_states, grid_hw)`` so the model treats them alike.
+are built as ``(config, tower_blocks, num_layers)`` and expose ``forward_hidden_states(hidden_states,
+grid_hw)`` so the model treats them alike. Each is one entry of the connector registry
+(``connector_registry.py``), which builds them.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class ViTSplitConnector(nn.Module):
 class MLPConnector(LlavaMultiModalProjector):
     """LLaVA-1.5 ``mlp2x_gelu`` on the feature layer ``h[E]`` (CLS dropped): ``[B, h*w, C] -> [B, h*w, D]``."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, tower_blocks: Sequence[nn.Module] = (), num_layers: int = 0) -> None:
         super().__init__(config)
         self.num_prefix_tokens = num_prefix_tokens(config.vision_config)
         self.keep_prefix = config.vision_feature_select_strategy == "full"
@@ -72,11 +74,3 @@ class MLPConnector(LlavaMultiModalProjector):
         if not self.keep_prefix:
             features = features[:, self.num_prefix_tokens :]  # [B, h*w, C]
         return self(features)  # [B, N, D_llm]
-
-
-def build_connector(config, tower_blocks: Sequence[nn.Module], num_layers: int) -> nn.Module:
-    if config.connector_type == "vitsplit":
-        return ViTSplitConnector(config, tower_blocks, num_layers)
-    if config.connector_type == "mlp2x_gelu":
-        return MLPConnector(config)
-    raise ValueError(f"connector_type must be 'vitsplit' or 'mlp2x_gelu', got {config.connector_type!r}")

@@ -8,9 +8,10 @@ What changes: ``get_image_features``, the training loss skips unsupervised posit
 text-only batch with ``labels`` still runs the vision path (below). The
 vision tower is frozen (``requires_grad=False``), truncated to its effective depth ``E`` (LLaVA's feature
 layer -2 on a 24-block CLIP-L keeps 23 blocks: the last block is never run, stored or loaded) and run under
-``torch.no_grad()`` so none of its activations enter the autograd graph. The connector
-(``multi_modal_projector``: ViT-Split heads or the LLaVA MLP) maps the hidden states ``h[0..E]`` to
-``[B, h*w, D_llm]`` image tokens.
+``torch.no_grad()`` so none of its activations enter the autograd graph. The connector (the connector
+registry's module for ``config.connector_type``: ViT-Split heads, the LLaVA MLP, ...; stored under
+transformers' Llava key ``multi_modal_projector``) maps the hidden states ``h[0..E]`` to ``[B, N, D_llm]``
+image tokens (``N = h*w`` for one token per patch).
 
 Loss on supervised positions only: with ``labels`` (and the default ``logits_to_keep=0``) the LM head runs
 only where the next token is supervised (transformers' boolean ``logits_to_keep`` mask), so image,
@@ -48,7 +49,7 @@ from llava_vitsplit.adapter import DeformableConv3x3, SparseLayerGate
 from llava_vitsplit.backbones.hf_layers import effective_depth, encoder_layers, truncate_layers
 from llava_vitsplit.backbones.registry import backbone_spec
 from llava_vitsplit.model.configuration import LlavaViTSplitConfig
-from llava_vitsplit.model.connector import ViTSplitConnector, build_connector
+from llava_vitsplit.model.connector_registry import build_connector, spec_of_module
 
 
 def _init_conv_like_torch(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -159,7 +160,7 @@ class LlavaViTSplitModel(LlavaViTSplitPreTrainedModel, LlavaModel):
         vision_feature_select_strategy: str | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
-        """Image tokens for the LLM: ``pooler_output`` is a list of ``[h*w, D_llm]`` tensors, one per image."""
+        """Image tokens for the LLM: ``pooler_output`` is a list of ``[N, D_llm]`` tensors, one per image."""
         if vision_feature_layer not in (None, self.config.vision_feature_layer):
             raise ValueError(
                 f"this model's tower is truncated at vision_feature_layer={self.config.vision_feature_layer}; "
@@ -190,14 +191,12 @@ class LlavaViTSplitForConditionalGeneration(LlavaViTSplitPreTrainedModel, LlavaF
         return self.model.multi_modal_projector
 
     @torch.no_grad()
-    def copy_task_head_from_tower(self) -> None:
-        """Initialise the task head from the tower's last ``K_t`` blocks (after any weight init)."""
-        connector = self.connector
-        if not isinstance(connector, ViTSplitConnector):
-            return
-        blocks = encoder_layers(self.model.vision_tower)
-        k_t = connector.adapter.config.num_task_layers
-        connector.adapter.task_head.load_from_blocks(list(blocks)[-k_t:])
+    def init_connector_from_tower(self) -> None:
+        """The connector spec's init after any weight init (ViT-Split: the task head copies the tower's
+        last ``K_t`` blocks); nothing for a connector whose spec has none."""
+        init_from_tower = spec_of_module(self.connector).init
+        if init_from_tower is not None:
+            init_from_tower(self.connector, self.model.vision_tower)
 
     def forward(
         self,

@@ -1,8 +1,9 @@
 """A preset's training recipe: its ``train`` block, the trainer's defaults per stage.
 
 ``{"pretrain": {...}, "finetune": {...}, "finetune_lora": {...}}`` (``finetune_lora`` only for presets
-with LoRA defaults); each stage maps argument names of ``llava-vitsplit train`` to values. Which stage a
-run is comes from its flags (``training_stage``). Only the fields of ``TRAIN_RECIPE_FIELDS`` may appear,
+with LoRA defaults): keys are the stage table's names (``llava_vitsplit.stages.STAGES``), each maps argument
+names of ``llava-vitsplit train`` to values. Which stage a run is comes from ``--stage`` or LLaVA's flags
+(``stages.resolve_stage``). Only the fields of ``TRAIN_RECIPE_FIELDS`` may appear,
 with their types; ``check_train_recipe`` names the preset file and the field of any other entry.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-TRAIN_STAGES = ("pretrain", "finetune", "finetune_lora")
+from llava_vitsplit.stages import STAGES
+
 # argument name -> type of its value (a float field takes a JSON integer too; a bool is no number)
 TRAIN_RECIPE_FIELDS: dict[str, type] = {
     "version": str,
@@ -34,13 +36,6 @@ TRAIN_RECIPE_FIELDS: dict[str, type] = {
 }
 
 
-def training_stage(tune_connector: bool, lora: bool) -> str:
-    """``pretrain`` (``--tune_mm_mlp_adapter``), ``finetune_lora`` (``--lora_enable``) or ``finetune``."""
-    if tune_connector and lora:
-        raise ValueError("--lora_enable applies to stage 2 only, not with --tune_mm_mlp_adapter")
-    return "pretrain" if tune_connector else "finetune_lora" if lora else "finetune"
-
-
 def _type_ok(value: Any, expected: type) -> bool:
     if isinstance(value, bool):
         return expected is bool
@@ -54,8 +49,8 @@ def check_train_recipe(train: Any, path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(train, dict):
         raise ValueError(f"{path}: 'train' must be an object of stages, got {type(train).__name__}")
     for stage, fields in train.items():
-        if stage not in TRAIN_STAGES:
-            raise ValueError(f"{path}: unknown stage train.{stage}; valid: {', '.join(TRAIN_STAGES)}")
+        if stage not in STAGES:
+            raise ValueError(f"{path}: unknown stage train.{stage}; valid: {', '.join(STAGES)}")
         if not isinstance(fields, dict):
             raise ValueError(f"{path}: train.{stage} must be an object, got {type(fields).__name__}")
         for name, value in fields.items():

@@ -15,8 +15,8 @@ class Budget:
     image_size: square input side in pixels (a multiple of 14; 84 -> 6x6 = 36 image tokens).
     limit_images: convert only the first N easy-vqa images per split (None: all 4,000 / 1,000).
     max_turns: questions per stage-2 conversation (None: all of an image's questions).
-    caption_share: fraction of stage-2 records that are caption conversations (``easy_vqa.stage2_records``).
-    balanced_yes_no: equal yes and no answers per stage-2 yes/no phrasing (``easy_vqa.balance_yes_no``).
+    caption_share: fraction of stage-2 records that are caption conversations (``easy_vqa_records.stage2_records``).
+    balanced_yes_no: equal yes and no answers per stage-2 yes/no phrasing (``easy_vqa_source.balance_yes_no``).
     *_steps: optimizer steps of each stage.
     *_batch / *_lr: the batch size (one process: global = per-device) and learning rate of each stage.
     connector_lr: stage-2 learning rate of the connector (the LLM uses ``finetune_lr``).
@@ -43,7 +43,8 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # 85% test accuracy in 37 minutes on 2 CPU cores after the install (BENCHMARKS.md: the measured runs).
+    # 85% test accuracy in 37 minutes on 2 AVX2 CPU cores after the install, fp32 with DeepSpeed ZeRO-2
+    # (BENCHMARKS.md: the measured runs and where the time goes); not yet re-measured in plain PyTorch.
     "default": Budget(
         image_size=84,
         limit_images=None,

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--balance-yes-no",
         action="store_true",
-        help="stage 2: equal yes and no answers per yes/no phrasing (easy_vqa.balance_yes_no)",
+        help="stage 2: equal yes and no answers per yes/no phrasing (easy_vqa_source.balance_yes_no)",
     )
     for name in ("pretrain_lr", "finetune_lr", "connector_lr"):
         parser.add_argument(

@@ -89,7 +89,7 @@ def blank_image(size: tuple[int, int] = (64, 64)):
 
 
 def write_task(task_root: Path, rows: list[dict[str, Any]], image_folder: Path) -> Path:
-    """Write the task's parquet (rows of ``easy_vqa.eval_rows`` with image bytes) and YAML; returns the folder."""
+    """Write the task's parquet (rows of ``easy_vqa_records.eval_rows`` with image bytes) and YAML; returns the folder."""
     from datasets import Dataset, Features, Image, Value
 
     features = Features(

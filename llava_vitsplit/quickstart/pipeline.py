@@ -1,8 +1,12 @@
 """The quickstart's steps, each run once: a step is skipped when its stamp records the same settings.
 
 Training and evaluation run the project's real entry points as subprocesses: ``scripts/pretrain.sh``,
-``scripts/finetune.sh`` (one CPU process through DeepSpeed ZeRO-2, as on a single GPU) and
-``python -m lmms_eval`` with the ``llava_vitsplit`` model and the local easy-vqa task.
+``scripts/finetune.sh`` (one CPU process, plain PyTorch: ``DEEPSPEED_CONFIG=`` empty, ``--use_cpu True``)
+and ``python -m lmms_eval`` with the ``llava_vitsplit`` model and the local easy-vqa task. Training runs in
+bf16 autocast where the CPU computes bf16 natively and in fp32 elsewhere
+(:mod:`llava_vitsplit.util.cpu_precision`); no gradient checkpointing and no data-loader workers (a
+135M LLM on a few cores needs neither: recomputation costs about a quarter of a step, and workers only
+take cores from the step).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from llava_vitsplit.assets.sources import sha256_file
 from llava_vitsplit.presets import train_recipe
 from llava_vitsplit.quickstart.budget import VARIANTS, Budget
 from llava_vitsplit.quickstart.easy_vqa_task import BLANK_IMAGE_NAME
-from llava_vitsplit.train.launch_env import single_process_env
+from llava_vitsplit.train.launch_env import KEEP_FREED_MEMORY, single_process_env
+from llava_vitsplit.util.cpu_precision import CPUPrecision, cpu_precision
 from llava_vitsplit.util.step_cache import StepCache
 
 PRESET = "quickstart"
@@ -55,6 +60,7 @@ class Run:
     threads: int | None = None  # CPU threads per subprocess (None: all cores)
     log: Callable[[str], None] = print
     timings: dict[str, float] = field(default_factory=dict)
+    precision: CPUPrecision = field(default_factory=cpu_precision)  # bf16 autocast or fp32 (training)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -195,9 +201,12 @@ class Run:
             IMAGE_FOLDER=str(self.data_dir / "images"),
             OUTPUT_DIR=str(self.pretrain_dir if stage == "pretrain" else self.checkpoint_dir),
             PRETRAIN_DIR=str(self.pretrain_dir),
-            DEEPSPEED_CONFIG=str(self.repo / "scripts" / "zero2.json"),  # one process: nothing to shard
-            BF16="False",  # CPU: the Trainer refuses bf16 without a GPU
+            # One process on the CPU: plain PyTorch (nothing to shard), so that bf16 is the Trainer's CPU
+            # autocast (--use_cpu True) with fp32 weights; bf16 only where the CPU computes it natively.
+            DEEPSPEED_CONFIG="",
+            BF16=str(self.precision.bf16),
             TF32="False",
+            GLIBC_TUNABLES=os.environ.get("GLIBC_TUNABLES", KEEP_FREED_MEMORY),  # the caller's if set
             GRADIENT_CHECKPOINTING="False",
             NUM_WORKERS="0",
             SAVE_STEPS="1000000",
@@ -217,7 +226,7 @@ class Run:
         length made each batch one question phrasing, which in a 40-step run left the model answering
         'yes' to every yes/no question)."""
         steps = self.budget.pretrain_steps if stage == "pretrain" else self.budget.finetune_steps
-        return ["--max_steps", str(steps), *VARIANTS[self.variant]]
+        return ["--max_steps", str(steps), "--use_cpu", "True", *VARIANTS[self.variant]]
 
     def train(self, stage: str) -> None:
         script = self.repo / "scripts" / STAGE_SCRIPTS[stage]
@@ -231,6 +240,7 @@ class Run:
             "language_model": self.language_model,
             "vision_tower": self.vision_tower,
             "args": self._train_args(stage),
+            "precision": self.precision.name,
             "after": self.steps.finished_at("vision-tower" if stage == "pretrain" else "pretrain"),
         }
 
@@ -288,6 +298,7 @@ class Run:
 
     def run_all(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log(f"[quickstart] training precision: {self.precision.describe()}")
         self.assets()
         self.data()
         self.tower()

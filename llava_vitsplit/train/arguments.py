@@ -1,8 +1,9 @@
 """Command-line arguments of ``llava-vitsplit train``, with LLaVA-1.5's names where they still apply.
 
 Three dataclasses parsed by ``transformers.HfArgumentParser``: ``ModelArguments`` (parts, connector,
-stage), ``DataArguments`` and ``TrainingArguments`` (transformers' own plus LLaVA's extras: LoRA,
-``group_by_modality_length``, ``packing``, ``model_max_length``, ``mm_projector_lr``, ...). Model fields left unset
+stage; the adapter flags are generated from ``AdapterConfig``, ``train/adapter_args.py``),
+``DataArguments`` and ``TrainingArguments`` (transformers' own plus LLaVA's extras: LoRA,
+``group_by_modality_length``, ``packing``, ``model_max_length``, ``connector_lr``, ...). Model fields left unset
 take their value from ``--preset`` (if given), then from the built-in default; training arguments left
 unset take their value from the preset's training recipe for the run's stage (``--train_recipe`` names
 another preset's; ``train/recipe_args.py``), then from the dataclass default.
@@ -16,30 +17,32 @@ from dataclasses import dataclass, field
 import transformers
 
 from llava_vitsplit.data.packing import packing_layout
+from llava_vitsplit.model.connector_registry import CONNECTORS, connector_types
+from llava_vitsplit.stages import STAGES, resolve_stage
+from llava_vitsplit.train.adapter_args import AdapterArguments, adapter_overrides
 from llava_vitsplit.train.recipe_args import with_recipe
 from llava_vitsplit.train.step_guard import DEFAULT_MAX_NONFINITE
 
+# Arguments named for what they are, and LLaVA-1.5's flag for each, accepted as an alias: the connector
+# (LLaVA's "mm projector" / "mm MLP adapter"), its stage-1 output and its learning rate.
+LLAVA_ALIASES = {
+    "connector_type": "mm_projector_type",
+    "stage1_connector": "pretrain_mm_mlp_adapter",
+    "connector_lr": "mm_projector_lr",
+    "freeze_connector": "freeze_mm_mlp_adapter",
+}
 # Built-in values of the preset-able model fields, used when neither the command line nor a preset sets them.
 MODEL_DEFAULTS = {
-    "mm_projector_type": "vitsplit",
+    "connector_type": "vitsplit",
     "mm_vision_select_layer": -2,
     "fusion_output": "llm",
 }
-ADAPTER_FIELDS = (
-    "num_task_layers",
-    "prior_selection",
-    "num_prior_layers",
-    "prior_start",
-    "prior_layers",
-    "uniform_rounding",
-    "conv_type",
-    "fusion_channels",
-    "task_head_keeps_prefix",
-)
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(AdapterArguments):
+    """The parts, the connector and the stage; the ViT-Split adapter's fields come from ``AdapterArguments``."""
+
     model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "The LLM (hub id or folder), or a llava_vitsplit checkpoint to continue"},
@@ -57,41 +60,47 @@ class ModelArguments:
             "default) | a family name, which must be the LLM's (llava-vitsplit llm-families)"
         },
     )
-    tune_mm_mlp_adapter: bool = field(
-        default=False, metadata={"help": "Stage 1: train only the connector (task head included)"}
+    stage: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Training stage: {' | '.join(STAGES)} (llava_vitsplit/stages.py); default: from "
+            "LLaVA's flags (--tune_mm_mlp_adapter True: pretrain, --lora_enable True: finetune_lora), "
+            "else finetune"
+        },
     )
-    pretrain_mm_mlp_adapter: str | None = field(
-        default=None, metadata={"help": "Stage 2: the stage-1 output folder or its connector.safetensors"}
+    tune_mm_mlp_adapter: bool = field(
+        default=False, metadata={"help": "LLaVA's flag for --stage pretrain (train only the connector)"}
+    )
+    freeze_backbone: bool = field(
+        default=False,
+        metadata={"help": "LLaVA's flag: the LLM stays frozen (checked against the stage's table)"},
+    )
+    stage1_connector: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--pretrain_mm_mlp_adapter"],
+            "help": "Stage 2: the stage-1 output folder or its connector.safetensors",
+        },
     )
     allow_connector_mismatch: bool = field(
         default=False,
         metadata={"help": "Stage 2: load a stage-1 connector trained for another tower or LLM (warns)"},
     )
-    mm_projector_type: str | None = field(default=None, metadata={"help": "vitsplit | mlp2x_gelu"})
+    connector_type: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--mm_projector_type"],
+            "help": "Connector type (model/connector_registry.py): "
+            + "; ".join(f"{name}: {spec.description}" for name, spec in CONNECTORS.items()),
+        },
+    )
     mm_vision_select_layer: int | None = field(default=None, metadata={"help": "LLaVA's feature layer (-2)"})
-    # ViT-Split adapter settings (AdapterConfig fields); unset ones come from the preset or the defaults.
-    num_task_layers: int | None = field(default=None, metadata={"help": "K_t"})
-    prior_selection: str | None = field(default=None, metadata={"help": "uniform | explicit | sparse_gate"})
-    num_prior_layers: int | None = field(default=None, metadata={"help": "K_p"})
-    prior_start: int | None = field(default=None, metadata={"help": "b of the uniform sampling"})
-    prior_layers: str | None = field(default=None, metadata={"help": "Comma-separated block indices"})
-    uniform_rounding: str | None = field(default=None, metadata={"help": "round | floor"})
-    conv_type: str | None = field(default=None, metadata={"help": "deformable | plain"})
-    fusion_channels: int | None = field(default=None)
-    task_head_keeps_prefix: bool | None = field(default=None)
     fusion_output: str | None = field(default=None, metadata={"help": "llm | vision_mlp"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa | eager | flash_attention_2"})
 
     def adapter_overrides(self) -> dict:
-        out = {}
-        for name in ADAPTER_FIELDS:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if name == "prior_layers":
-                value = [int(v) for v in str(value).split(",") if v.strip()]
-            out[name] = value
-        return out
+        """The ``AdapterConfig`` fields given on the command line."""
+        return adapter_overrides(self)
 
 
 @dataclass
@@ -128,7 +137,9 @@ class TrainingArguments(transformers.TrainingArguments):
             "ids restart per sample; the same loss and gradients as unpacked, less padding)"
         },
     )
-    mm_projector_lr: float | None = field(default=None, metadata={"help": "Connector learning rate"})
+    connector_lr: float | None = field(
+        default=None, metadata={"aliases": ["--mm_projector_lr"], "help": "Connector learning rate"}
+    )
     task_head_lr_multiplier: float = field(
         default=1.0, metadata={"help": "Task head lr = connector lr x this"}
     )
@@ -138,7 +149,10 @@ class TrainingArguments(transformers.TrainingArguments):
             "help": "Deformable-conv offset predictors' lr = connector lr x this (0.1 steadies DCN, as in mmcv)"
         },
     )
-    freeze_mm_mlp_adapter: bool = field(default=False, metadata={"help": "Stage 2 with a frozen connector"})
+    freeze_connector: bool = field(
+        default=False,
+        metadata={"aliases": ["--freeze_mm_mlp_adapter"], "help": "Stage 2 with a frozen connector"},
+    )
     lora_enable: bool = field(default=False)
     lora_r: int = field(default=128)
     lora_alpha: int = field(default=256)
@@ -187,4 +201,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
             packing_layout(model_args.attn_implementation)
         except ValueError as err:
             parser.error(str(err))
+    if model_args.connector_type not in (None, *connector_types()):
+        parser.error(
+            f"--connector_type {model_args.connector_type!r} is no registered connector type; "
+            f"valid: {', '.join(connector_types())}"
+        )
+    stage = resolve_stage(
+        model_args.stage, stage_flags(model_args, training_args), model_args.freeze_backbone
+    )
+    model_args.stage = stage.name
+    training_args.lora_enable = stage.lora  # the stage's table decides; --lora_enable only selects it
     return model_args, data_args, training_args
+
+
+def canonical_argument(name: str) -> str:
+    """The argument's field name for a flag given under LLaVA's name (``LLAVA_ALIASES``)."""
+    return {alias: name for name, alias in LLAVA_ALIASES.items()}.get(name, name)
+
+
+def stage_flags(model_args: ModelArguments, training_args: TrainingArguments) -> dict[str, bool]:
+    """LLaVA's stage-selecting flags as given (``stages.STAGE_FLAGS``)."""
+    return {"tune_mm_mlp_adapter": model_args.tune_mm_mlp_adapter, "lora_enable": training_args.lora_enable}

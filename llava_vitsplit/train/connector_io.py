@@ -1,7 +1,8 @@
 """Stage-1 output: the connector alone (``connector.safetensors``) plus the settings that built it.
 
-``connector_config.json`` holds the connector type, adapter settings, fusion output, feature layer and the
-vision/LLM widths, so stage 2 rebuilds exactly the same connector before loading the weights, and the
+``connector_config.json`` holds the connector type, feature layer, the vision/LLM widths and the settings
+the connector's registry spec names (``ConnectorSpec.stage1_settings``; ViT-Split: adapter settings and
+fusion output), so stage 2 rebuilds exactly the same connector before loading the weights, and the
 parts' provenance (``train.provenance``: names, architectures, depths, image size, tower weights hash),
 so stage 2 refuses a connector trained for another tower or LLM unless told ``allow_mismatch`` (the same
 parts at another path are accepted with a logged note). Under ZeRO-3 the partitioned parameters are
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from llava_vitsplit.model.connector_registry import connector_spec
 from llava_vitsplit.train.provenance import part_provenance, provenance_mismatch, provenance_moved
 from llava_vitsplit.util.atomic import write_atomic
 
@@ -25,23 +27,18 @@ logger = logging.getLogger(__name__)
 
 CONNECTOR_WEIGHTS = "connector.safetensors"
 CONNECTOR_CONFIG = "connector_config.json"
-# Settings that must agree between the stage-1 connector and the stage-2 model.
-MUST_MATCH = (
-    "connector_type",
-    "adapter",
-    "fusion_output",
-    "vision_feature_layer",
-    "vision_hidden_size",
-    "text_hidden_size",
-)
+# Settings of every connector that must agree between the stage-1 connector and the stage-2 model; the
+# connector's spec adds its own (``stage1_settings``).
+COMMON_SETTINGS = ("connector_type", "vision_feature_layer", "vision_hidden_size", "text_hidden_size")
 
 
 def connector_settings(model, **extra) -> dict:
+    """The settings that must match (``COMMON_SETTINGS`` + the spec's ``stage1_settings``), then ``extra``."""
     config = model.config
+    own = connector_spec(config.connector_type).stage1_settings
     return {
         "connector_type": config.connector_type,
-        "adapter": config.adapter,
-        "fusion_output": config.fusion_output,
+        **{name: getattr(config, name) for name in own},
         "vision_feature_layer": config.vision_feature_layer,
         "vision_hidden_size": config.vision_config.hidden_size,
         "text_hidden_size": config.text_config.hidden_size,
@@ -113,7 +110,7 @@ def load_connector(
     """
     weights = resolve_connector_path(path)
     saved, current = read_connector_settings(weights), connector_settings(model)
-    mismatched = {k: (saved.get(k), current[k]) for k in MUST_MATCH if saved.get(k) != current[k]}
+    mismatched = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if mismatched:
         raise ValueError(
             f"connector {weights} was trained with other settings (saved, current): {mismatched}"

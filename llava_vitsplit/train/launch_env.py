@@ -10,6 +10,11 @@ from __future__ import annotations
 import socket
 import sys
 
+# GLIBC_TUNABLES for CPU training: glibc keeps freed memory in the process (no mmap for large blocks, no
+# heap trimming) instead of handing every step's large activation blocks back to the kernel and
+# page-faulting them in again on the next step, as PyTorch's caching allocator does on a GPU.
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for ``MASTER_PORT``)."""

@@ -1,8 +1,8 @@
 """``llava-vitsplit merge-lora LORA_DIR OUT_DIR``: fold a LoRA run into a plain checkpoint.
 
-A ``--lora_enable`` run saves the peft adapter (LoRA on the LLM, the whole connector as
-``modules_to_save``), the processor and ``llava_vitsplit_recipe.json`` (how its base model was built).
-Merging rebuilds that base deterministically, applies the adapter, merges the LoRA deltas into the linear
+A ``--stage finetune_lora`` (``--lora_enable``) run saves the LoRA adapter (peft: LoRA on the LLM, the
+whole connector as ``modules_to_save``), the processor and ``llava_vitsplit_recipe.json`` (how its base model was built).
+Merging rebuilds that base deterministically, applies the LoRA adapter, merges the LoRA deltas into the linear
 weights and saves a checkpoint that ``AutoModelForImageTextToText.from_pretrained`` loads without peft.
 """
 

@@ -1,8 +1,8 @@
 """Build the model and processor for a training run and set what trains (the stage policy).
 
 Resolution order for every model setting: the command line, then the stage-1 connector's saved
-settings (stage 2), then ``--preset``, then the built-in default. What trains is the freezing table
-``llava_vitsplit.stages.FREEZING`` for the run's stage (``training_stage``): ``pretrain``
+settings (stage 2), then ``--preset``, then the built-in default. What trains is the freezing row of the
+run's stage (``llava_vitsplit.stages.STAGES``, chosen by ``--stage`` or LLaVA's flags): ``pretrain``
 (``--tune_mm_mlp_adapter``) trains the connector only, task head included; ``finetune`` trains connector
 + LLM; ``finetune_lora`` (``--lora_enable``) trains LoRA on the LLM's linear layers and the whole
 connector; the vision tower never trains. The global seed is set before building, so the connector
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, set_seed
 
-from llava_vitsplit.presets.train_recipe import training_stage
+from llava_vitsplit.model.connector_registry import connector_spec
+from llava_vitsplit.stages import TrainStage, resolve_stage, train_stage
 from llava_vitsplit.train.arguments import MODEL_DEFAULTS, DataArguments, ModelArguments, TrainingArguments
 from llava_vitsplit.train.connector_io import load_connector, read_connector_settings
 from llava_vitsplit.train.provenance import part_provenance
@@ -44,7 +45,7 @@ class BuildRecipe:
     image_aspect_ratio: str
     attn_implementation: str = "sdpa"
     seed: int = 0
-    pretrain_mm_mlp_adapter: str | None = None
+    stage1_connector: str | None = None  # the stage-1 connector to load (--stage1_connector)
     base_checkpoint: str | None = None  # continue from a saved llava_vitsplit checkpoint instead of parts
     allow_connector_mismatch: bool = False  # load a stage-1 connector trained for other parts
 
@@ -58,18 +59,22 @@ class BuildRecipe:
             raise FileNotFoundError(f"{path} not found: {folder} is not a llava-vitsplit LoRA output folder")
         data = json.loads(path.read_text())
         data.pop("extra", None)  # an always-empty field that earlier versions wrote
+        if "pretrain_mm_mlp_adapter" in data:  # its name (LLaVA's flag) in recipes written earlier
+            data["stage1_connector"] = data.pop("pretrain_mm_mlp_adapter")
         return cls(**data)
 
 
-def stage_of(model_args: ModelArguments, training_args: TrainingArguments) -> str:
-    """The run's stage: ``pretrain``, ``finetune`` or ``finetune_lora`` (the freezing table's keys)."""
-    return training_stage(model_args.tune_mm_mlp_adapter, training_args.lora_enable)
+def stage_of(model_args: ModelArguments) -> TrainStage:
+    """The run's stage (``parse_args`` resolved ``--stage`` and LLaVA's flags into ``model_args.stage``)."""
+    if model_args.stage is None:  # arguments not from parse_args
+        return resolve_stage(None, {"tune_mm_mlp_adapter": model_args.tune_mm_mlp_adapter})
+    return train_stage(model_args.stage)
 
 
 def _saved_connector_settings(model_args: ModelArguments) -> dict:
-    if not model_args.pretrain_mm_mlp_adapter:
+    if not model_args.stage1_connector:
         return {}
-    return read_connector_settings(model_args.pretrain_mm_mlp_adapter)
+    return read_connector_settings(model_args.stage1_connector)
 
 
 def _pick(saved: dict, cli_value, saved_key: str, preset_value, default):
@@ -114,16 +119,18 @@ def resolve_recipe(
         raise ValueError("give --model_name_or_path and --vision_tower (or a --preset that names them)")
     connector_type = _pick(
         saved,
-        model_args.mm_projector_type,
+        model_args.connector_type,
         "connector_type",
         preset and preset.connector_type,
-        MODEL_DEFAULTS["mm_projector_type"],
+        MODEL_DEFAULTS["connector_type"],
     )
     recipe = BuildRecipe(
         vision_tower=vision_tower,
         language_model=language_model,
         connector_type=connector_type,
-        adapter=_resolve_adapter(model_args, saved, preset) if connector_type == "vitsplit" else None,
+        adapter=_resolve_adapter(model_args, saved, preset)
+        if connector_spec(connector_type).uses_adapter
+        else None,
         fusion_output=_pick(
             saved, model_args.fusion_output, "fusion_output", preset and preset.fusion_output, "llm"
         ),
@@ -138,18 +145,16 @@ def resolve_recipe(
         image_aspect_ratio=data_args.image_aspect_ratio or (preset.image_aspect_ratio if preset else "pad"),
         attn_implementation=model_args.attn_implementation,
         seed=seed,
-        pretrain_mm_mlp_adapter=model_args.pretrain_mm_mlp_adapter,
+        stage1_connector=model_args.stage1_connector,
         allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
     return recipe, requested_version(model_args)
 
 
 def requested_version(model_args: ModelArguments) -> str:
-    """``--version`` (command line or training recipe), else ``plain`` in stage 1 and ``auto`` (the
-    LLM's family, resolved by ``resolve_version``) in stage 2."""
-    from llava_vitsplit.data.templates import AUTO, PlainTemplate
-
-    return model_args.version or (PlainTemplate.name if model_args.tune_mm_mlp_adapter else AUTO)
+    """``--version`` (command line or training recipe), else the stage's template: ``plain`` in stage 1,
+    ``auto`` (the LLM's family, resolved by ``resolve_version``) in stage 2."""
+    return model_args.version or stage_of(model_args).template
 
 
 def llm_family_name(recipe: BuildRecipe) -> str:
@@ -183,12 +188,36 @@ def resolve_version(version: str, family: str) -> str:
     return version
 
 
+def autocast_on_cpu(training_args: TrainingArguments) -> bool:
+    """bf16/fp16 on the CPU without DeepSpeed: the Trainer (accelerate) runs the steps under CPU autocast,
+    so the weights and the optimizer stay fp32 (DeepSpeed instead keeps fp32 master weights of a bf16 model)."""
+    mixed = training_args.bf16 or training_args.fp16
+    return mixed and training_args.use_cpu and getattr(training_args, "hf_deepspeed_config", None) is None
+
+
 def torch_dtype_for(training_args: TrainingArguments) -> torch.dtype:
+    """The dtype the model is built in: fp32 under CPU autocast, else the run's precision."""
+    if autocast_on_cpu(training_args):
+        return torch.float32
     if training_args.bf16:
         return torch.bfloat16
     if training_args.fp16:
         return torch.float16
     return torch.float32
+
+
+def describe_precision(training_args: TrainingArguments) -> str:
+    """The training log's line on precision; on the CPU it names this CPU's native bf16 support."""
+    from llava_vitsplit.util.cpu_precision import cpu_precision
+
+    mode = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
+    if autocast_on_cpu(training_args):
+        mode += " autocast on the CPU, fp32 weights and optimizer"
+    elif training_args.use_cpu or not torch.cuda.is_available():
+        mode += " on the CPU"
+    if training_args.use_cpu or not torch.cuda.is_available():
+        mode += f"; this CPU's choice: {cpu_precision().describe()}"
+    return f"precision: {mode}"
 
 
 def build_from_recipe(recipe: BuildRecipe, torch_dtype: torch.dtype = torch.float32):
@@ -214,10 +243,10 @@ def build_from_recipe(recipe: BuildRecipe, torch_dtype: torch.dtype = torch.floa
         seed=recipe.seed,
         attn_implementation=recipe.attn_implementation,
     )
-    if recipe.pretrain_mm_mlp_adapter:
+    if recipe.stage1_connector:
         provenance = part_provenance(model, recipe.vision_tower, recipe.language_model)
-        load_connector(model, recipe.pretrain_mm_mlp_adapter, provenance, recipe.allow_connector_mismatch)
-        logger.info("loaded the stage-1 connector from %s", recipe.pretrain_mm_mlp_adapter)
+        load_connector(model, recipe.stage1_connector, provenance, recipe.allow_connector_mismatch)
+        logger.info("loaded the stage-1 connector from %s", recipe.stage1_connector)
     return model, processor
 
 
@@ -286,7 +315,7 @@ def apply_lora(
     family_modules: tuple[str, ...] | None = None,
 ):
     """Wrap ``model`` with peft LoRA on the table's ``LORA`` components; its fully trained ones (the
-    connector) are saved in the adapter as ``modules_to_save``."""
+    connector) are saved in the LoRA adapter as ``modules_to_save``."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -332,22 +361,24 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
     """``(model, processor, recipe, version)`` ready for the Trainer, with the freezing table applied."""
     from llava_vitsplit.stages import apply_stage, stage_table
 
-    stage = stage_of(model_args, training_args)
-    if stage == "pretrain" and model_args.pretrain_mm_mlp_adapter:
+    stage = stage_of(model_args)
+    if not stage.takes_stage1_connector and model_args.stage1_connector:
         raise ValueError(
-            "--tune_mm_mlp_adapter (stage 1) and --pretrain_mm_mlp_adapter (stage 2) exclude each other"
+            f"stage {stage.name} trains a connector from scratch: --stage1_connector "
+            "(--pretrain_mm_mlp_adapter, a stage-1 connector to start from) does not apply"
         )
     recipe, version = resolve_build(model_args, data_args, training_args)
+    logger.info(describe_precision(training_args))
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
 
-    freeze_connector = training_args.freeze_mm_mlp_adapter
-    apply_stage(model, stage, freeze_connector)
-    if training_args.lora_enable:
-        table = stage_table(stage, freeze_connector)
-        model = apply_lora(model, training_args, table, stage, processor.family.lora_target_modules)
+    freeze_connector = training_args.freeze_connector
+    apply_stage(model, stage.name, freeze_connector)
+    if stage.lora:
+        table = stage_table(stage.name, freeze_connector)
+        model = apply_lora(model, training_args, table, stage.name, processor.family.lora_target_modules)
     if training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("stage %s: %d trainable parameters", stage, trainable)
+    logger.info("stage %s: %d trainable parameters", stage.name, trainable)
     return model, processor, recipe, version

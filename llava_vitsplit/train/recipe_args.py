@@ -1,8 +1,8 @@
 """The training recipe of ``--train_recipe`` (default: ``--preset``) as the command line's defaults.
 
-The stage comes from the flags that already select it (``--tune_mm_mlp_adapter True``: ``pretrain``,
-``--lora_enable True``: ``finetune_lora``, neither: ``finetune``). The recipe's ``train.<stage>`` entries
-go before the given arguments, so every argument given on the command line wins. A global batch
+The stage is ``--stage``, else the one LLaVA's flags select (``--tune_mm_mlp_adapter True``:
+``pretrain``, ``--lora_enable True``: ``finetune_lora``, neither: ``finetune``; ``stages.resolve_stage``).
+The recipe's ``train.<stage>`` entries go before the given arguments, so every argument given on the command line wins. A global batch
 (``--global_batch_size``, from either) sets ``--gradient_accumulation_steps`` to
 ``global / (per-device batch x WORLD_SIZE)`` unless that is given too.
 """
@@ -15,7 +15,7 @@ import os
 from transformers.hf_argparser import string_to_bool
 
 from llava_vitsplit.presets import train_recipe
-from llava_vitsplit.presets.train_recipe import training_stage
+from llava_vitsplit.stages import STAGE_FLAGS, resolve_stage
 
 HF_DEFAULT_PER_DEVICE_BATCH = 8  # transformers' per_device_train_batch_size default
 
@@ -24,14 +24,17 @@ def _flag_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--preset")
     parser.add_argument("--train_recipe")
-    for flag in ("--tune_mm_mlp_adapter", "--lora_enable"):
-        parser.add_argument(flag, type=string_to_bool, nargs="?", const=True, default=False)
+    parser.add_argument("--stage")
+    for flag in (*STAGE_FLAGS, "freeze_backbone"):
+        parser.add_argument(f"--{flag}", type=string_to_bool, nargs="?", const=True, default=False)
     return parser
 
 
 def stage_from_argv(argv: list[str]) -> str:
+    """The name of the run's stage (a conflict between ``--stage`` and LLaVA's flags is a ``ValueError``)."""
     flags, _ = _flag_parser().parse_known_args(argv)
-    return training_stage(flags.tune_mm_mlp_adapter, flags.lora_enable)
+    selecting = {flag: getattr(flags, flag) for flag in STAGE_FLAGS}
+    return resolve_stage(flags.stage, selecting, flags.freeze_backbone).name
 
 
 def _format(value) -> str:
@@ -44,7 +47,7 @@ def recipe_argv(argv: list[str]) -> list[str]:
     name = flags.train_recipe or flags.preset
     if not name:
         return []
-    stage = training_stage(flags.tune_mm_mlp_adapter, flags.lora_enable)
+    stage = stage_from_argv(argv)
     out = []
     for field, value in train_recipe(name, stage).items():
         out += [f"--{field}", _format(value)]

@@ -1,8 +1,9 @@
 """``llava-vitsplit train`` / ``python -m llava_vitsplit.train``: one LLaVA training stage on the Trainer.
 
-Stage 1 (``--tune_mm_mlp_adapter True --version plain``) writes ``connector.safetensors`` +
-``connector_config.json``; stage 2 (``--pretrain_mm_mlp_adapter STAGE1_DIR``) writes a full checkpoint
-(model + processor) that loads with ``AutoModelForImageTextToText.from_pretrained``; stage 2 with
+The stage (``--stage``, or LLaVA's flags; ``llava_vitsplit/stages.py``) decides what trains and what is
+saved. Stage 1 (``--stage pretrain`` = ``--tune_mm_mlp_adapter True``) writes ``connector.safetensors`` +
+``connector_config.json``; stage 2 (``--stage1_connector STAGE1_DIR``, LLaVA's
+``--pretrain_mm_mlp_adapter``) writes a full checkpoint (model + processor) that loads with ``AutoModelForImageTextToText.from_pretrained``; stage 2 with
 ``--lora_enable True`` writes the LoRA adapter (plus the connector) for ``llava-vitsplit merge-lora``.
 ``--resume_from_checkpoint DIR|latest`` continues a killed run where its last checkpoint left off.
 
@@ -33,6 +34,8 @@ from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset, describe_problems
 from llava_vitsplit.data.mixture import record_draw, resolve_sources
 from llava_vitsplit.data.packing import PackingCollator, packing_layout
+from llava_vitsplit.data.templates import PlainTemplate
+from llava_vitsplit.stages import SAVES_CONNECTOR, TrainStage
 from llava_vitsplit.train.arguments import parse_args
 from llava_vitsplit.train.connector_io import save_connector
 from llava_vitsplit.train.faults import FaultyCollator
@@ -100,7 +103,7 @@ def resume_target(value, out: Path):
     return value
 
 
-def build_dataset(sources, processor, version: str, stage: str, data_args, training_args):
+def build_dataset(sources, processor, version: str, stage: TrainStage, data_args, training_args):
     """The training set of ``sources`` (a data file list or a mixture's), rendered with ``version``."""
     return LazySupervisedDataset(
         sources,
@@ -109,7 +112,7 @@ def build_dataset(sources, processor, version: str, stage: str, data_args, train
         template=version,
         model_max_length=training_args.model_max_length,
         strict=data_args.strict_data,
-        require_image=stage == "pretrain",
+        require_image=stage.needs_images,
         seed=training_args.seed if training_args.data_seed is None else training_args.data_seed,
         max_images_per_sample=data_args.max_images_per_sample,
     )
@@ -134,10 +137,12 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
     training_args.remove_unused_columns = False  # items carry pixel_values the model takes by name
-    stage = stage_of(model_args, training_args)
+    stage = stage_of(model_args)
     out = prepare_output_dir(training_args.output_dir)  # before anything is built or trained
-    # Data files, image folders and a mixture's sources are checked before the model is built.
-    sources = resolve_sources(data_args.data_paths, data_args.image_folder, templates=stage != "pretrain")
+    # Data files, image folders and a mixture's sources are checked before the model is built; a stage
+    # that renders with the plain template (captions) ignores the sources' templates.
+    templates = stage.template != PlainTemplate.name
+    sources = resolve_sources(data_args.data_paths, data_args.image_folder, templates=templates)
     if training_args.should_save:
         shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
         start_run(argv, (model_args, data_args, training_args), out)  # run_config.json: settings, sources
@@ -148,7 +153,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
         # Hashed now: under ZeRO-3 the tower is partitioned once training starts.
         provenance = (
             part_provenance(model, recipe.vision_tower, recipe.language_model)
-            if stage == "pretrain"
+            if stage.records_provenance
             else None
         )
     dataset = build_dataset(sources, processor, version, stage, data_args, training_args)
@@ -172,7 +177,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
     if trainer.step_guard.outcome is not None:  # preempted (checkpoint written) or stopped non-finite
         return trainer
 
-    if stage == "pretrain":
+    if stage.saves == SAVES_CONNECTOR:
         with reporting_full_disk(out, "the stage-1 connector"):
             save_connector(trainer.model, out, trainer.is_world_process_zero(), provenance)
     else:

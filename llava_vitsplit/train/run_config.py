@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from llava_vitsplit.presets import train_recipe
+from llava_vitsplit.train.arguments import canonical_argument
 from llava_vitsplit.train.recipe_args import _flag_parser, stage_from_argv
 from llava_vitsplit.util.atomic import write_json
 
@@ -25,7 +26,7 @@ ENV_ARGS = "LLAVA_VITSPLIT_ENV_ARGS"  # "--flag=VARIABLE ..." for the flags a st
 BUILD_ARGUMENTS = {  # BuildRecipe field -> the argument that sets it
     "vision_tower": "vision_tower",
     "language_model": "model_name_or_path",
-    "connector_type": "mm_projector_type",
+    "connector_type": "connector_type",
     "fusion_output": "fusion_output",
     "vision_feature_layer": "mm_vision_select_layer",
     "image_aspect_ratio": "image_aspect_ratio",
@@ -46,10 +47,11 @@ def argument_sources(argv: list[str], environ: dict | None = None) -> dict[str, 
     if recipe_name:
         stage = stage_from_argv(argv)
         for name in train_recipe(recipe_name, stage):
-            sources[name] = f"preset recipe {recipe_name} (train.{stage})"
+            sources[canonical_argument(name)] = f"preset recipe {recipe_name} (train.{stage})"
     from_env = dict(item[2:].split("=", 1) for item in environ.get(ENV_ARGS, "").split() if "=" in item)
     for name in given_flags(argv):
-        sources[name] = f"environment variable {from_env[name]}" if name in from_env else "command line"
+        source = f"environment variable {from_env[name]}" if name in from_env else "command line"
+        sources[canonical_argument(name)] = source
     if "gradient_accumulation_steps" not in sources and "global_batch_size" in sources:
         sources["gradient_accumulation_steps"] = "derived from --global_batch_size and WORLD_SIZE"
     return sources
@@ -81,7 +83,7 @@ def build_settings(recipe, model_args, sources: dict[str, str], saved: dict) -> 
         if argument in sources:
             source = sources[argument]
         elif field.name in saved and saved[field.name] is not None:
-            source = f"stage-1 connector {model_args.pretrain_mm_mlp_adapter}"
+            source = f"stage-1 connector {model_args.stage1_connector}"
         elif model_args.preset:
             source = f"preset {model_args.preset}"
         else:

@@ -1,8 +1,8 @@
 """The transformers ``Trainer`` with what LLaVA-style training on a cluster needs on top of it.
 
 - ``--group_by_modality_length``: the modality/length-grouped sampler (one optimizer step = one modality).
-- Learning-rate groups: the connector can get its own lr (``--mm_projector_lr``) and the ViT-Split task
-  head and the deformable convs' offset predictors multipliers of it (``--task_head_lr_multiplier``,
+- Learning-rate groups: the connector can get its own lr (``--connector_lr``, LLaVA's
+  ``--mm_projector_lr``) and the ViT-Split task head and the deformable convs' offset predictors multipliers of it (``--task_head_lr_multiplier``,
   ``--deform_offset_lr_multiplier``), each split into decay / no-decay groups. With
   ZeRO optimizer offload the same groups go to DeepSpeed's CPU Adam (the DeepSpeed configs define no
   optimizer, so these groups always apply).
@@ -75,7 +75,7 @@ class LlavaViTSplitTrainer(Trainer):
         identity, which ZeRO-3 partitioning keeps); every parameter outside the connector is ``llm``."""
         args = self.args
         decay_names = set(self.get_decay_parameter_names(model))
-        connector_lr = args.mm_projector_lr if args.mm_projector_lr is not None else args.learning_rate
+        connector_lr = args.connector_lr if args.connector_lr is not None else args.learning_rate
         lrs = {
             "llm": args.learning_rate,
             "connector": connector_lr,
@@ -107,7 +107,7 @@ class LlavaViTSplitTrainer(Trainer):
         args = self.args
         offload = self.optimizer_offloaded()
         plain = (
-            args.mm_projector_lr is None
+            args.connector_lr is None
             and args.task_head_lr_multiplier == 1.0
             and args.deform_offset_lr_multiplier == 1.0
         )
