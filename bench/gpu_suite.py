@@ -5,6 +5,9 @@ Sections (each a bench script run in its own process, writing its own JSON under
 - ``connector``: ``connector.py``, the four 7B connectors' forward + backward in bf16 at batch 8;
 - ``stage1`` / ``stage2``: ``vlm_step.py``, a full training step of ViT-Split and of the MLP baseline at
   real width (CLIP-L/336 + Vicuna-7B width) with reduced LLM depth: step time, tokens/s, MFU, peak memory;
+- ``stage2_packed``: ``vlm_step.py``, the ViT-Split stage-2 step on 8 samples of one image and 16 text
+  tokens, 2 of them with 1400, padded rows next to ``--packing``'s packed rows (at most 2048 tokens):
+  tokens/s (real tokens), pad fraction and MFU of each;
 - ``dense``: ``dense_train_step.py``, ViT-Split-S vs full fine-tuning of DINOv2-S at batch 8 (ratio);
 - ``deform_conv``: ``deform_conv.py``, the deformable conv per implementation in fp32/bf16(/fp16);
 - ``serving_checkpoint``: ``serving_checkpoint.py``, a random-weight LLaVA-ViT-Split 7B (the
@@ -41,6 +44,8 @@ from bench_common import machine_line, resolve_dtype, write_json
 
 BENCH_DIR = Path(__file__).resolve().parent
 VLLM_SECTIONS = ("serving_long", "serving_server")
+# stage2_packed: the same short and long samples on padded rows and on --packing's packed rows
+PACKED = ("--presets", "llava-v1.5-7b", "--layouts", "padded", "packed")
 DEFAULT_VLLM_PYTHON = BENCH_DIR.parent / ".venv-vllm" / "bin" / "python"
 
 
@@ -76,6 +81,8 @@ def sections(tiny: bool, device: str, dtype: str) -> dict[str, list[str]]:
                           "--warmup", "0", "--threads", "1", "--presets", "llava-v1.5-7b", "llava-v1.5-7b-mlp"],
             "stage1": ["vlm_step.py", *tiny_vlm, "--stage", "pretrain"],
             "stage2": ["vlm_step.py", *tiny_vlm, "--stage", "finetune", "--text-tokens", "64"],
+            "stage2_packed": ["vlm_step.py", *tiny_vlm, "--stage", "finetune", *PACKED, "--text-tokens", "4",
+                              "--long-text-tokens", "96", "--max-length", "128", "--batch-size", "4"],
             "dense": ["dense_train_step.py", *base, "--preset", "tiny", "--size", "64", "--batch-size", "2",
                       "--iters", "2", "--dtype", dtype, "--threads", "1",
                       "--variants", "vitsplit", "full_finetune_linear"],
@@ -98,6 +105,8 @@ def sections(tiny: bool, device: str, dtype: str) -> dict[str, list[str]]:
         "connector": ["connector.py", *base, "--dtype", "bf16", "--batch-size", "8", "--iters", "10", "--warmup", "2"],
         "stage1": ["vlm_step.py", *vlm, "--stage", "pretrain", "--text-tokens", "32"],
         "stage2": ["vlm_step.py", *vlm, "--stage", "finetune", "--text-tokens", "512"],
+        "stage2_packed": ["vlm_step.py", *vlm, "--stage", "finetune", *PACKED, "--text-tokens", "16",
+                          "--long-text-tokens", "1400", "--max-length", "2048"],
         "dense": ["dense_train_step.py", *base, "--batch-size", "8", "--dtype", "bf16", "--warmup", "2",
                   "--iters", "10", "--variants", "vitsplit", "full_finetune_linear"],
         "deform_conv": ["deform_conv.py", *base, "--dtypes", "fp32", "bf16", "fp16", "--iters", "20"],
@@ -137,6 +146,7 @@ def render_markdown(report: dict) -> str:
         "connector": connector.table,
         "stage1": vlm_step.table,
         "stage2": vlm_step.table,
+        "stage2_packed": vlm_step.table,
         "dense": dense_train_step.table,
         "deform_conv": deform_conv.table,
         "serving_checkpoint": serving_checkpoint.table,

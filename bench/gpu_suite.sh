@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every performance check on one GPU in under 8 minutes, one JSON + one markdown table:
 # connector fwd+bwd in bf16, stage-1/stage-2 training steps at real width with reduced LLM depth
-# (step time, tokens/s, MFU, peak memory), the dense ViT-Split-S vs full fine-tune ratio at batch 8,
+# (step time, tokens/s, MFU, peak memory), stage 2 on short and long samples padded vs packed (--packing), the dense ViT-Split-S vs full fine-tune ratio at batch 8,
 # the deformable conv per implementation in fp32/bf16/fp16, and serving at 7B width (random weights, bf16,
 # 256 new tokens forced): long answers transformers vs vLLM, and vLLM's OpenAI server vs the transformers
 # engine under 1/4/16 concurrent clients (vLLM from .venv-vllm, or --vllm-python PATH).

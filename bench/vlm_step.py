@@ -4,7 +4,11 @@ Builds ``LlavaViTSplitForConditionalGeneration`` from a VLM preset's embedded co
 tower and Vicuna width 4096; random weights, speed does not depend on them) with only ``--llm-layers``
 decoder layers, freezes it as the stage prescribes (``llava_vitsplit.stages``), and times a full training
 step (frozen tower, connector, LLM forward + backward, AdamW) on one image + ``--text-tokens`` supervised
-caption tokens per sample. The model is cast to the compute dtype (``--dtype auto``: bf16 where native).
+caption tokens per sample (``--long-text-tokens N``: a quarter of the samples get N, short and long mixed). The
+model is cast to the compute dtype (``--dtype auto``: bf16 where native). ``--layouts padded packed`` times
+each preset's step on the trainer's padded rows and on ``--packing``'s packed rows (``PackingCollator``,
+rows of ``--max-length``) side by side: the same samples, so tokens/s (real tokens, padding not counted)
+compare directly; MFU counts the FLOPs each layout executes (the padded one's include its padding).
 
 Per preset it also times the connector's own forward + backward on the same hidden states, and reports its
 share of the step. Presets run side by side in child processes, their steps interleaved
@@ -12,6 +16,8 @@ share of the step. Presets run side by side in child processes, their steps inte
 
     .venv/bin/python bench/vlm_step.py --stage pretrain --llm-layers 2 --batch-size 1 --iters 3 --threads 1
     python bench/vlm_step.py --device cuda --stage finetune --llm-layers 4 --batch-size 8 --iters 10
+    python bench/vlm_step.py --device cuda --stage finetune --llm-layers 4 --batch-size 8 --iters 5 \
+        --presets llava-v1.5-7b --text-tokens 32 --long-text-tokens 1024 --layouts padded packed
 """
 
 from __future__ import annotations
@@ -65,22 +71,43 @@ def model_config(preset_name: str, llm_layers: int, tiny: bool):
     return config
 
 
-def make_batch(config, batch_size: int, text_tokens: int, device: str, dtype):
-    """One image + ``text_tokens`` supervised tokens per sample: ``input_ids``, ``labels``, ``pixel_values``."""
+def text_lengths(batch_size: int, text_tokens: int, long_text_tokens: int | None) -> list[int]:
+    """Supervised tokens per sample: ``text_tokens``, and with ``long_text_tokens`` a quarter of the
+    samples (at least one, seeded choice) that long: short answers mixed with long conversations."""
+    lengths = [text_tokens] * batch_size
+    if long_text_tokens is not None:
+        import random
+
+        for i in random.Random(0).sample(range(batch_size), max(1, batch_size // 4)):
+            lengths[i] = long_text_tokens
+    return lengths
+
+
+def make_batch(config, settings: dict, device: str, dtype) -> tuple[dict, int]:
+    """One image + supervised text per sample (``text_lengths``), collated as the trainer does: padded
+    rows (``SupervisedCollator``) or, for the ``packed`` layout, ``PackingCollator`` rows of at most
+    ``max_length`` tokens: ``input_ids``, ``labels`` (+ ``attention_mask`` or ``position_ids``),
+    ``pixel_values``; and the number of real (not padding) tokens."""
     import torch
 
+    from llava_vitsplit.data import PackingCollator, SupervisedCollator
     from llava_vitsplit.model.connector_registry import connector_spec
 
     vision = config.vision_config
     grid = vision.image_size // vision.patch_size
     n_image = connector_spec(config.connector_type).num_image_tokens(config, (grid, grid))
-    text = torch.randint(3, min(config.text_config.vocab_size - 1, 30000), (batch_size, text_tokens))
-    image = torch.full((batch_size, n_image), config.image_token_index)
-    bos = torch.ones(batch_size, 1, dtype=torch.long)
-    input_ids = torch.cat([bos, image, text], dim=1)  # [B, 1 + N_img + T]
-    labels = torch.cat([torch.full((batch_size, 1 + n_image), -100), text], dim=1)
-    pixels = torch.randn(batch_size, 3, vision.image_size, vision.image_size, dtype=dtype)
-    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "pixel_values": pixels.to(device)}
+    items = []
+    for n_text in text_lengths(settings["batch_size"], settings["text_tokens"], settings["long_text_tokens"]):
+        text = torch.randint(3, min(config.text_config.vocab_size - 1, 30000), (n_text,))
+        image = torch.full((n_image,), config.image_token_index)
+        input_ids = torch.cat([torch.ones(1, dtype=torch.long), image, text])  # [1 + N_img + T]
+        labels = torch.cat([torch.full((1 + n_image,), -100), text])
+        pixels = torch.randn(1, 3, vision.image_size, vision.image_size, dtype=dtype)
+        items.append({"input_ids": input_ids, "labels": labels, "pixel_values": pixels})
+    packed = settings.get("layout") == "packed"
+    collate = PackingCollator(0, settings["max_length"]) if packed else SupervisedCollator(0)
+    real_tokens = sum(len(item["input_ids"]) for item in items)
+    return {key: value.to(device) for key, value in collate(items).items()}, real_tokens
 
 
 def _connector_timer(model, batch, repeats: int = 3):
@@ -111,12 +138,15 @@ def build_bench(preset_name: str, settings: dict) -> StepBench:
 
     torch.manual_seed(0)
     device, dtype = settings["device"], torch_dtype(settings["dtype"])
+    preset_name, _, layout = preset_name.partition("+")
+    settings = {**settings, "layout": layout or "padded"}
     config = model_config(preset_name, settings["llm_layers"], settings["tiny"])
     model = LlavaViTSplitForConditionalGeneration(config).to(device=device, dtype=dtype).train()
     apply_stage(model, settings["stage"])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
-    batch = make_batch(config, settings["batch_size"], settings["text_tokens"], device, dtype)
+    model.config.use_cache = False
+    batch, real_tokens = make_batch(config, settings, device, dtype)
 
     def step() -> None:
         model(**batch).loss.backward()
@@ -124,10 +154,14 @@ def build_bench(preset_name: str, settings: dict) -> StepBench:
         optimizer.zero_grad(set_to_none=True)
 
     info = {
+        "preset": preset_name,
+        "layout": settings["layout"],
         "stage": settings["stage"],
         "dtype": settings["dtype"],
         "llm_layers": settings["llm_layers"],
-        "tokens_per_step": int(batch["input_ids"].numel()),
+        "tokens_per_step": real_tokens,  # padding not counted
+        "rows": len(batch["input_ids"]),
+        "pad_fraction": 1 - real_tokens / batch["input_ids"].numel(),
         "trainable_params": sum(p.numel() for p in trainable),
         "connector_params": sum(p.numel() for p in model.connector.parameters()),
     }
@@ -145,20 +179,22 @@ def summarise(results: dict[str, dict], device: str) -> dict[str, dict]:
 
 
 def table(results: dict[str, dict]) -> str:
-    mlp = next((r for r in results.values() if r["variant"].endswith("-mlp")), None)
+    """One row per preset and layout; ``step vs MLP`` compares with the MLP preset of the same layout."""
+    mlp = {r["layout"]: r for r in results.values() if r["preset"].endswith("-mlp")}
     lines = [
-        "| preset | stage | dtype | LLM layers | tokens/step | step s | tokens/s | MFU | connector s | "
-        "connector share | step vs MLP | peak memory MiB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| preset | layout | stage | dtype | LLM layers | rows | pad fraction | tokens/step | step s | tokens/s | "
+        "MFU | connector s | connector share | step vs MLP | peak memory MiB |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results.values():
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        vs_mlp = f"{r['median_s'] / mlp['median_s']:.2f}x" if mlp else "-"
+        base = mlp.get(r["layout"])
+        vs_mlp = f"{r['median_s'] / base['median_s']:.2f}x" if base else "-"
         memory = r.get("cuda_peak_mib", r["peak_rss_mib"])
         lines.append(
-            f"| {r['variant']} | {r['stage']} | {r['dtype']} | {r['llm_layers']} | {r['tokens_per_step']} | "
-            f"{r['median_s']:.3f} | {r['tokens_per_s']:.0f} | {mfu} | {r['connector_s']:.3f} | "
-            f"{r['connector_share']:.0%} | {vs_mlp} | {memory:.0f} |"
+            f"| {r['preset']} | {r['layout']} | {r['stage']} | {r['dtype']} | {r['llm_layers']} | {r['rows']} | "
+            f"{r['pad_fraction']:.2f} | {r['tokens_per_step']} | {r['median_s']:.3f} | {r['tokens_per_s']:.0f} | "
+            f"{mfu} | {r['connector_s']:.3f} | {r['connector_share']:.0%} | {vs_mlp} | {memory:.0f} |"
         )
     return "\n".join(lines)
 
@@ -170,6 +206,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llm-layers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--text-tokens", type=int, default=32, help="supervised tokens after the image")
+    p.add_argument(
+        "--long-text-tokens",
+        type=int,
+        help="draw each sample's text length between --text-tokens and this (short and long mixed)",
+    )
+    p.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["padded"],
+        choices=["padded", "packed"],
+        help="padded rows and/or --packing's packed rows, side by side",
+    )
+    p.add_argument("--max-length", type=int, default=2048, help="row capacity of the packed layout")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--warmup", type=int, default=1)
@@ -181,9 +230,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace) -> dict[str, dict]:
-    keys = ("stage", "llm_layers", "batch_size", "text_tokens", "device", "threads", "tiny")
+    keys = ("stage", "llm_layers", "batch_size", "text_tokens", "long_text_tokens", "max_length", "device",
+            "threads", "tiny")  # fmt: skip
     settings = {k: getattr(args, k) for k in keys} | {"dtype": resolve_dtype(args.dtype, args.device)}
-    results = run_interleaved(build_bench, args.presets, settings, args.warmup, args.iters)
+    variants = [p if layout == "padded" else f"{p}+{layout}" for p in args.presets for layout in args.layouts]
+    results = run_interleaved(build_bench, variants, settings, args.warmup, args.iters)
     return summarise(results, args.device)
 
 

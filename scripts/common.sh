@@ -12,7 +12,8 @@
 #                GLOBAL / (PER_DEVICE x WORLD_SIZE), an error unless exact)
 #   MODEL_NAME_OR_PATH / VISION_TOWER   the parts (default: the preset's)
 # Run settings, with defaults: BF16 TF32 GRADIENT_CHECKPOINTING (True), NUM_WORKERS (4), SAVE_TOTAL_LIMIT
-# (1), LOGGING_STEPS (1), REPORT_TO (none), SEED (42); SAVE_STEPS and DEEPSPEED_CONFIG per stage script.
+# (1), LOGGING_STEPS (1), REPORT_TO (none), SEED (42), PACKING (False: True packs each micro-batch's samples
+# into rows of up to MODEL_MAX_LENGTH tokens, same loss); SAVE_STEPS and DEEPSPEED_CONFIG per stage script.
 #
 # Launch:
 #   NUM_GPUS     GPUs per node (default: what nvidia-smi lists, at least 1)
@@ -66,6 +67,7 @@ SAVE_TOTAL_LIMIT=${SAVE_TOTAL_LIMIT:-1}
 LOGGING_STEPS=${LOGGING_STEPS:-1}
 REPORT_TO=${REPORT_TO:-none}
 SEED=${SEED:-42}
+PACKING=${PACKING:-False}
 
 # "--flag VALUE" for each variable that is set and not empty (the recipe's value otherwise).
 RECIPE_OVERRIDES=(
@@ -91,7 +93,7 @@ env_args() {
   out+=" --data_path=DATA_PATH --image_folder=IMAGE_FOLDER --output_dir=OUTPUT_DIR --bf16=BF16 --tf32=TF32"
   out+=" --gradient_checkpointing=GRADIENT_CHECKPOINTING --dataloader_num_workers=NUM_WORKERS"
   out+=" --save_steps=SAVE_STEPS --save_total_limit=SAVE_TOTAL_LIMIT --logging_steps=LOGGING_STEPS"
-  out+=" --report_to=REPORT_TO --seed=SEED --pretrain_mm_mlp_adapter=PRETRAIN_DIR"
+  out+=" --report_to=REPORT_TO --seed=SEED --packing=PACKING --pretrain_mm_mlp_adapter=PRETRAIN_DIR"
   for (( i = 0; i < ${#RECIPE_OVERRIDES[@]}; i += 2 )); do
     name=${RECIPE_OVERRIDES[i+1]}
     [[ -n "${!name:-}" ]] && out+=" ${RECIPE_OVERRIDES[i]}=${name}"
@@ -130,6 +132,7 @@ run_stage() {
     --logging_steps "${LOGGING_STEPS}" \
     --report_to "${REPORT_TO}" \
     --seed "${SEED}" \
+    --packing "${PACKING}" \
     ${set_vars[@]+"${set_vars[@]}"} \
     ${DEVICE_ARGS[@]+"${DEVICE_ARGS[@]}"} \
     "$@"

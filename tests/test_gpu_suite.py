@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("connector", "stage1", "stage2", "dense", "deform_conv", "serving_checkpoint", "serving_long",
-            "serving_server")  # fmt: skip
+SECTIONS = ("connector", "stage1", "stage2", "stage2_packed", "dense", "deform_conv", "serving_checkpoint",
+            "serving_long", "serving_server")  # fmt: skip
 
 
 @pytest.mark.e2e
@@ -24,7 +24,11 @@ def test_tiny_gpu_suite_writes_every_section(tmp_path):
     out = tmp_path / "suite"
     env = {**os.environ, "TINY": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_suite.sh"), str(out)], env=env, capture_output=True, text=True
+        # the GPU run's 480 s budget is no limit for this check of the suite on a loaded 2-core box
+        ["bash", str(ROOT / "bench" / "gpu_suite.sh"), str(out), "--budget", "1800"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "gpu_suite.json").read_text())
@@ -39,6 +43,15 @@ def test_tiny_gpu_suite_writes_every_section(tmp_path):
             assert r["stage"] == stage and r["median_s"] > 0 and r["tokens_per_s"] > 0
             assert 0 < r["connector_share"] and r["gflops_per_step"] > 0
             assert r["mfu"] is None  # no GPU peak on a CPU
+    padded, packed = sections["stage2_packed"]["results"].values()
+    assert (padded["layout"], packed["layout"]) == ("padded", "packed") and padded["rows"] == 4 > packed[
+        "rows"
+    ]
+    assert packed["tokens_per_step"] == padded["tokens_per_step"]  # the same samples, padding not counted
+    assert (
+        packed["pad_fraction"] < padded["pad_fraction"]
+        and packed["gflops_per_step"] < padded["gflops_per_step"]
+    )
     dense = sections["dense"]["results"]
     assert set(dense) == {"vitsplit", "full_finetune_linear"}
     for r in dense.values():

@@ -7,7 +7,8 @@ step's images; on two ranks one rank runs 3 images while the other runs 1 or non
 previous step's connector gradient (ZeRO-3 keeps the gradient of a module that takes no part in a
 step), a run resumed right before a text-only step must continue the uninterrupted curve, and two
 ranks that get different modalities in the same step must run (ZeRO-3 all-gathers module by module)
-and reproduce the one-process run of the same global batch.
+and reproduce the one-process run of the same global batch. With ``PACKING=True`` two ZeRO-3 ranks, each
+packing its two samples into one row, reproduce one unpacked process.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ def history(run_dir: Path, key: str) -> dict[int, float]:
     return {entry["step"]: entry[key] for entry in entries if key in entry}
 
 
-def assert_same_curve(got: Path, expected: Path, epochs: int = 1) -> None:
+def assert_same_curve(got: Path, expected: Path, epochs: int = 1, steps: int = len(STEP_MODALITIES)) -> None:
     for key in ("loss", "grad_norm"):
         ours, reference = history(got, key), history(expected, key)
-        assert sorted(ours) == sorted(reference) == list(range(1, epochs * len(STEP_MODALITIES) + 1)), key
+        assert sorted(ours) == sorted(reference) == list(range(1, epochs * steps + 1)), key
         for step, value in reference.items():
             assert ours[step] == pytest.approx(value, rel=2e-5, abs=1e-6), (key, step, ours, reference)
 
@@ -113,7 +114,9 @@ def test_zero3_resumed_before_a_text_only_step_continues_the_curve(setup, zero3)
 
 def two_cpu_ranks(setup, name: str, *args: str, **env) -> Path:
     torchrun = f"{sys.executable} -m torch.distributed.run --nproc_per_node 2 --master_port {free_port()} -m"
-    return finetune(setup, name, *args, CPU_PROCESSES=2, LAUNCHER=torchrun, PER_DEVICE_BATCH_SIZE=1, **env)
+    return finetune(
+        setup, name, *args, CPU_PROCESSES=2, LAUNCHER=torchrun, **{"PER_DEVICE_BATCH_SIZE": 1, **env}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +144,17 @@ def test_two_ranks_with_modality_grouping_match_one_process(setup):
     # The one-process reference is plain PyTorch: it never re-applies a stale connector gradient.
     one = finetune(setup, "grouped1", NUM_EPOCHS=2, DEEPSPEED_CONFIG="")
     assert_same_curve(two_cpu_ranks(setup, "grouped2", NUM_EPOCHS=2), one, epochs=2)
+
+
+def test_two_ranks_packed_under_zero3_match_one_process_unpacked(setup):
+    """``PACKING=True`` on two ZeRO-3 ranks: each rank packs its two samples (3 images next to none, 1 next
+    to 3, ...) into one row; the losses and gradient norms are those of one unpacked process."""
+    global_batch = {"GLOBAL_BATCH_SIZE": 4, "MODEL_MAX_LENGTH": 2048}
+    unpacked = finetune(
+        setup, "unpacked4", *SEQUENTIAL, PER_DEVICE_BATCH_SIZE=4, DEEPSPEED_CONFIG="", **global_batch
+    )
+    packed = two_cpu_ranks(
+        setup, "packed2", *SEQUENTIAL, PER_DEVICE_BATCH_SIZE=2, PACKING="True", **global_batch
+    )
+    assert "--packing True" in (setup["root"] / "packed2.txt").read_text()
+    assert_same_curve(packed, unpacked, steps=len(STEP_MODALITIES) // 2)

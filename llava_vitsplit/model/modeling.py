@@ -212,6 +212,10 @@ class LlavaViTSplitForConditionalGeneration(LlavaViTSplitPreTrainedModel, LlavaF
         The inputs ``generate`` passes are named here because it checks them against this signature.
         """
         kwargs.update(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        if labels is not None:
+            # No KV cache for a loss: the LLM's config default (use_cache=True) would build one, and
+            # transformers reads packed samples' boundaries from position_ids only without a cache.
+            kwargs.setdefault("use_cache", False)
         if labels is not None and pixel_values is None:
             kwargs["idle_vision"] = True  # a text-only loss still runs the vision path (module docstring)
         if labels is None or not isinstance(logits_to_keep, int) or logits_to_keep != 0:

@@ -3,7 +3,7 @@
 Three dataclasses parsed by ``transformers.HfArgumentParser``: ``ModelArguments`` (parts, connector,
 stage; the adapter flags are generated from ``AdapterConfig``, ``train/adapter_args.py``),
 ``DataArguments`` and ``TrainingArguments`` (transformers' own plus LLaVA's extras: LoRA,
-``group_by_modality_length``, ``model_max_length``, ``connector_lr``, ...). Model fields left unset
+``group_by_modality_length``, ``packing``, ``model_max_length``, ``connector_lr``, ...). Model fields left unset
 take their value from ``--preset`` (if given), then from the built-in default; training arguments left
 unset take their value from the preset's training recipe for the run's stage (``--train_recipe`` names
 another preset's; ``train/recipe_args.py``), then from the dataclass default.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import transformers
 
+from llava_vitsplit.data.packing import packing_layout
 from llava_vitsplit.model.connector_registry import CONNECTORS, connector_types
 from llava_vitsplit.stages import STAGES, resolve_stage
 from llava_vitsplit.train.adapter_args import AdapterArguments, adapter_overrides
@@ -129,6 +130,13 @@ class TrainingArguments(transformers.TrainingArguments):
         default=2048, metadata={"help": "Longer samples are truncated (or skipped)"}
     )
     group_by_modality_length: bool = field(default=False)
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack each micro-batch's samples into rows of up to --model_max_length tokens (position "
+            "ids restart per sample; the same loss and gradients as unpacked, less padding)"
+        },
+    )
     connector_lr: float | None = field(
         default=None, metadata={"aliases": ["--mm_projector_lr"], "help": "Connector learning rate"}
     )
@@ -188,6 +196,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         parser.error("--data_path is required")
     if data_args.max_images_per_sample is not None and data_args.max_images_per_sample < 1:
         parser.error(f"--max_images_per_sample must be >= 1, got {data_args.max_images_per_sample}")
+    if training_args.packing:
+        try:
+            packing_layout(model_args.attn_implementation)
+        except ValueError as err:
+            parser.error(str(err))
     if model_args.connector_type not in (None, *connector_types()):
         parser.error(
             f"--connector_type {model_args.connector_type!r} is no registered connector type; "

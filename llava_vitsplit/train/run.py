@@ -33,6 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from llava_vitsplit.data.collator import SupervisedCollator
 from llava_vitsplit.data.dataset import LazySupervisedDataset, describe_problems
 from llava_vitsplit.data.mixture import record_draw, resolve_sources
+from llava_vitsplit.data.packing import PackingCollator, packing_layout
 from llava_vitsplit.data.templates import PlainTemplate
 from llava_vitsplit.stages import SAVES_CONNECTOR, TrainStage
 from llava_vitsplit.train.arguments import parse_args
@@ -117,6 +118,14 @@ def build_dataset(sources, processor, version: str, stage: TrainStage, data_args
     )
 
 
+def make_collator(pad_token_id: int, model_args, training_args):
+    """The batch collator: padded rows, or with ``--packing`` packed rows (``data.packing``)."""
+    if not training_args.packing:
+        return SupervisedCollator(pad_token_id=pad_token_id)
+    layout = packing_layout(model_args.attn_implementation)
+    return PackingCollator(pad_token_id, training_args.model_max_length, layout)
+
+
 def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_args(argv)
@@ -150,7 +159,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
     dataset = build_dataset(sources, processor, version, stage, data_args, training_args)
     resume = resume_target(training_args.resume_from_checkpoint, out)
     record_draw(out, dataset.mixture, resume is not None, write=training_args.should_save)
-    collator = WithSampleIds(SupervisedCollator(pad_token_id=processor.tokenizer.pad_token_id))
+    collator = WithSampleIds(make_collator(processor.tokenizer.pad_token_id, model_args, training_args))
     trainer = LlavaViTSplitTrainer(
         model=model,
         args=training_args,
