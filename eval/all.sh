@@ -18,9 +18,9 @@ case ${JUDGE:=gpt} in gpt | none) ;; *) echo "error: --judge must be gpt or none
 export JUDGE
 unset TASKS
 # the benchmark table (llava_vitsplit/lmms_eval_plugin/benchmarks.py) lists the scripts, judged ones last
-table() { "${PYTHON:-python}" -m llava_vitsplit.lmms_eval_plugin.benchmarks "$1"; }
-unjudged=$(table scripts)
-judged=$(table judged-scripts)
+lists=$("${PYTHON:-python}" -m llava_vitsplit.lmms_eval_plugin.benchmarks scripts)
+unjudged=$(sed -n 1p <<<"$lists")
+judged=$(sed -n 2p <<<"$lists")
 for bench in $unjudged; do
     "$here/$bench.sh" "$model" "$@"
 done

@@ -197,17 +197,17 @@ for _spec in (
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m llava_vitsplit.lmms_eval_plugin.benchmarks scripts|judged-scripts``: for ``eval/all.sh``."""
+    """``python -m llava_vitsplit.lmms_eval_plugin.benchmarks scripts``: what ``eval/all.sh`` runs.
+
+    Prints two lines: the scripts of the benchmarks scored without a judge, then the GPT-judged ones.
+    """
     import sys
 
-    argv = sys.argv[1:] if argv is None else argv
-    if argv not in (["scripts"], ["judged-scripts"]):
-        print(
-            "usage: python -m llava_vitsplit.lmms_eval_plugin.benchmarks scripts|judged-scripts",
-            file=sys.stderr,
-        )
+    if (sys.argv[1:] if argv is None else argv) != ["scripts"]:
+        print("usage: python -m llava_vitsplit.lmms_eval_plugin.benchmarks scripts", file=sys.stderr)
         return 2
-    print(" ".join(scripts(judged=argv == ["judged-scripts"])))
+    print(" ".join(scripts(judged=False)))
+    print(" ".join(scripts(judged=True)))
     return 0
 
 
