@@ -1,6 +1,6 @@
 """Presets that extend presets: ``"extends"`` plus the differences, resolved before any reader sees them.
 
-``tests/data/presets_resolved.json`` holds every shipped preset as ``vlm_presets()`` resolved it before
+``tests/data/presets/resolved_before_extends.json`` holds every shipped preset as ``vlm_presets()`` resolved it before
 the presets were rewritten as ``extends`` + differences (main at 9009aea); the rewrite must keep each one's
 effective values. Regenerate it only for an intended change of a preset's values:
 ``python -c "import dataclasses, json; from llava_vitsplit.presets import vlm_presets;
@@ -22,13 +22,19 @@ from llava_vitsplit.cli import main as cli_main
 from llava_vitsplit.presets import PRESET_DIR, deep_merge, get_preset, read_presets, vlm_presets
 from llava_vitsplit.train.arguments import parse_args
 
-RESOLVED = Path(__file__).parent / "data" / "presets_resolved.json"
+RESOLVED = Path(__file__).parent / "data" / "presets" / "resolved_before_extends.json"
 
 
 def effective(preset: dict) -> dict:
-    """A preset's values as the model sees them: the adapter dict with ``AdapterConfig``'s defaults."""
+    """A preset's values as the run sees them: the adapter dict with ``AdapterConfig``'s defaults, and the
+    recipe's conversation template under its one name (``version``, LLaVA's name, sets ``--conv_template``)."""
     adapter = preset["adapter"]
-    return {**preset, "adapter": None if adapter is None else AdapterConfig.from_dict(adapter).to_dict()}
+    train = {
+        stage: {("conv_template" if name == "version" else name): value for name, value in fields.items()}
+        for stage, fields in preset["train"].items()
+    }
+    adapter = None if adapter is None else AdapterConfig.from_dict(adapter).to_dict()
+    return {**preset, "adapter": adapter, "train": train}
 
 
 def test_every_preset_resolves_to_the_values_it_had_before_extends():

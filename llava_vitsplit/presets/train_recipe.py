@@ -3,7 +3,8 @@
 ``{"pretrain": {...}, "finetune": {...}, "finetune_lora": {...}}`` (``finetune_lora`` only for presets
 with LoRA defaults); each stage maps argument names of ``llava-vitsplit train`` to values. Which stage a
 run is comes from its flags (``training_stage``). Only the fields of ``TRAIN_RECIPE_FIELDS`` may appear,
-with their types; ``check_train_recipe`` names the preset file and the field of any other entry.
+with their types; ``check_train_recipe`` names the preset file and the field of any other entry. LLaVA's
+name ``version`` is read as ``conv_template``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 TRAIN_STAGES = ("pretrain", "finetune", "finetune_lora")
 # argument name -> type of its value (a float field takes a JSON integer too; a bool is no number)
 TRAIN_RECIPE_FIELDS: dict[str, type] = {
-    "version": str,
+    "conv_template": str,
     "image_aspect_ratio": str,
     "group_by_modality_length": bool,
     "learning_rate": float,
@@ -58,6 +59,10 @@ def check_train_recipe(train: Any, path: Path) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: unknown stage train.{stage}; valid: {', '.join(TRAIN_STAGES)}")
         if not isinstance(fields, dict):
             raise ValueError(f"{path}: train.{stage} must be an object, got {type(fields).__name__}")
+        if "version" in fields:  # LLaVA's name for the conversation template
+            if "conv_template" in fields:
+                raise ValueError(f"{path}: train.{stage} sets both conv_template and its alias version")
+            fields["conv_template"] = fields.pop("version")
         for name, value in fields.items():
             expected = TRAIN_RECIPE_FIELDS.get(name)
             if expected is None:
