@@ -156,3 +156,6 @@ def test_conv_template_is_the_name_and_version_its_llava_alias(monkeypatch, tmp_
         ValueError, match=r"mine\.json: train\.pretrain sets both conv_template and its alias"
     ):
         read_presets(tmp_path)
+    child = {"extends": "llava-v1.5-7b", "train": {"pretrain": {"version": "auto"}}}  # over the parent's
+    (tmp_path / "mine.json").write_text(json.dumps(child))
+    assert read_presets(tmp_path)["mine"].train["pretrain"]["conv_template"] == "auto"

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from llava_vitsplit.presets.train_recipe import check_train_recipe
+from llava_vitsplit.presets.train_recipe import canonical_names, check_train_recipe
 
 PRESET_DIR = Path(__file__).parent
 CONFIG_DIR = PRESET_DIR / "configs"
@@ -99,7 +99,13 @@ def resolve_preset_file(path: Path, files: dict[str, Path], chain: tuple[Path, .
     if path in chain:
         cycle = " -> ".join(p.stem for p in (*chain, path))
         raise ValueError(f"malformed preset file {chain[0]}: 'extends' cycle {cycle}")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed preset file {path}: not valid JSON ({exc})") from exc
+    if isinstance(data.get("train"), dict):  # aliases renamed before merging, so a child's alias overrides
+        for stage, fields in data["train"].items():
+            canonical_names(fields, f"{path}: train.{stage}")
     parent = data.pop("extends", None)
     if parent is None:
         return data

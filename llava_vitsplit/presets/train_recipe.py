@@ -50,6 +50,15 @@ def _type_ok(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
+def canonical_names(fields: dict[str, Any], where: str) -> dict[str, Any]:
+    """``fields`` (one stage of a recipe, changed in place) with LLaVA's ``version`` named ``conv_template``."""
+    if isinstance(fields, dict) and "version" in fields:
+        if "conv_template" in fields:
+            raise ValueError(f"{where} sets both conv_template and its alias version")
+        fields["conv_template"] = fields.pop("version")
+    return fields
+
+
 def check_train_recipe(train: Any, path: Path) -> dict[str, dict[str, Any]]:
     """``train`` if it is a valid training recipe, else a ``ValueError`` naming ``path`` and the field."""
     if not isinstance(train, dict):
@@ -59,10 +68,7 @@ def check_train_recipe(train: Any, path: Path) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: unknown stage train.{stage}; valid: {', '.join(TRAIN_STAGES)}")
         if not isinstance(fields, dict):
             raise ValueError(f"{path}: train.{stage} must be an object, got {type(fields).__name__}")
-        if "version" in fields:  # LLaVA's name for the conversation template
-            if "conv_template" in fields:
-                raise ValueError(f"{path}: train.{stage} sets both conv_template and its alias version")
-            fields["conv_template"] = fields.pop("version")
+        canonical_names(fields, f"{path}: train.{stage}")
         for name, value in fields.items():
             expected = TRAIN_RECIPE_FIELDS.get(name)
             if expected is None:

@@ -173,9 +173,7 @@ def resolve_conv_template(conv_template: str, family: str) -> str:
     if conv_template in (AUTO, LEGACY_AUTO):
         return family
     if conv_template not in template_names():
-        raise ValueError(
-            f"unknown --conv_template (--version) {conv_template!r}; valid: {template_names()}"
-        )
+        raise ValueError(f"unknown --conv_template (--version) {conv_template!r}; valid: {template_names()}")
     if conv_template not in (PlainTemplate.name, family):
         raise ValueError(
             f"--conv_template (--version) {conv_template} is the {conv_template!r} family's conversation format, but "
