@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from llava_vitsplit.serve.answer import find_bad_images
+from llava_vitsplit.serve.answer_images import find_bad_images
 
 
 def write_photos(folder: Path, count: int, width: int, height: int) -> list[dict]:

@@ -50,7 +50,7 @@ def build_untrained_quickstart(out: Path) -> Path:
 
 
 def first_questions(path: Path, limit: int, out: Path) -> Path:
-    from llava_vitsplit.serve.answer import read_questions
+    from llava_vitsplit.serve.answer_files import read_questions
 
     questions = read_questions(path)[:limit]
     out.write_text("".join(json.dumps(q) + "\n" for q in questions))

@@ -56,7 +56,7 @@ def machine() -> dict:
 
 def first_images(question_file: str, image_folder: str, count: int) -> list:
     """The images of the first ``count`` distinct images among the questions (RGB)."""
-    from llava_vitsplit.serve.answer import read_questions
+    from llava_vitsplit.serve.answer_files import read_questions
     from llava_vitsplit.serve.images import load_image
 
     names: list[str] = []

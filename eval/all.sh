@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every paper benchmark in turn, then the comparison table (eval/collect_results.py -> $OUTPUT/table4.md).
+# Every benchmark of the benchmark table in turn, then the comparison table (eval/collect_results.py -> $OUTPUT/table4.md).
 # usage: eval/all.sh CHECKPOINT [--judge gpt|none] [extra lmms-eval args, e.g. --include_path DIR]
 #   --judge gpt (default): LLaVA-in-the-Wild and MM-Vet are GPT-judged and run only when OPENAI_API_KEY
 #     is set; --judge none: their answers are logged and not scored (the table says so).
@@ -17,14 +17,19 @@ fi
 case ${JUDGE:=gpt} in gpt | none) ;; *) echo "error: --judge must be gpt or none, got '$JUDGE'" >&2; exit 2 ;; esac
 export JUDGE
 unset TASKS
-for bench in vqav2 vizwiz sqa pope mmbench; do
+# the benchmark table (llava_vitsplit/lmms_eval_plugin/benchmarks.py) lists the scripts, judged ones last
+lists=$("${PYTHON:-python}" -m llava_vitsplit.lmms_eval_plugin.benchmarks scripts)
+unjudged=$(sed -n 1p <<<"$lists")
+judged=$(sed -n 2p <<<"$lists")
+for bench in $unjudged; do
     "$here/$bench.sh" "$model" "$@"
 done
 if [[ $JUDGE == none || -n "${OPENAI_API_KEY:-}" ]]; then
-    "$here/llava_wild.sh" "$model" "$@"
-    "$here/mmvet.sh" "$model" "$@"
+    for bench in $judged; do
+        "$here/$bench.sh" "$model" "$@"
+    done
 else
-    echo "OPENAI_API_KEY not set: skipping the judge-based LLaVA-in-the-Wild and MM-Vet" \
+    echo "OPENAI_API_KEY not set: skipping the judge-based benchmarks ($judged)" \
         "(--judge none logs their answers unscored)" >&2
 fi
 out=${OUTPUT:-eval_results/$(basename "$model")}

@@ -4,7 +4,9 @@ usage: python eval/collect_results.py RESULTS_DIR_OR_FILE [...] [--output table.
 
 Results files are found by their content (``results`` + ``configs``; MMBench's detail file
 ``submissions/mmbench_en_dev_results.json`` is listed as a submission file), and each task is mapped
-to its paper benchmark by the built-in functions its config uses, so local and renamed tasks count.
+to its paper benchmark by the built-in functions its config uses, so local and renamed tasks count. The
+rows, the paper's figures and the rescoring come from the benchmark table
+(``llava_vitsplit/lmms_eval_plugin/benchmarks.py``).
 For each benchmark the newest run wins, a test split over a val split. Two figures are shown:
 lmms-eval's, and the paper protocol's, recomputed from the logged samples where lmms-eval scores
 differently (POPE yes-ratio of the predictions, MMBench circular evaluation without random guesses).
@@ -16,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from llava_vitsplit.lmms_eval_plugin import paper_scores
+from llava_vitsplit.lmms_eval_plugin.benchmarks import BenchmarkSpec, Row, table_rows
 from llava_vitsplit.lmms_eval_plugin.results import (
     TaskRun,
     find_results_files,
@@ -29,42 +30,15 @@ from llava_vitsplit.lmms_eval_plugin.results import (
 )
 from llava_vitsplit.util.atomic import write_atomic
 
-
-@dataclass(frozen=True)
-class Row:
-    label: str
-    benchmark: str  # paper benchmark key (results.BENCHMARK_BY_FUNCTION values)
-    variant: str | None  # POPE split; None: any
-    metric: str  # lmms-eval metric key, without the ",none" filter suffix
-    scale: float  # multiply to get percent
-    llava15: float | None  # paper Table 4, LLaVA-1.5-7B (None: the paper has no figure for this split)
-    vitsplit: float | None  # paper Table 4, + ViT-Split
-    paper_split: str = ""  # split the paper's figure is on (its runs are preferred)
-    judged: bool = False  # scored by a GPT judge
-
-
-ROWS = (
-    Row("VQAv2 (test-dev)", "vqav2", None, "exact_match", 100, 78.5, 78.2, paper_split="test"),
-    Row("VizWiz (test-dev)", "vizwiz", None, "exact_match", 100, 50.0, 51.7, paper_split="test"),
-    Row("LLaVA-in-the-Wild", "llava_wild", None, "gpt_eval_llava_all", 1, 65.4, 71.1, judged=True),
-    Row("ScienceQA-IMG", "scienceqa", None, "exact_match", 100, 66.8, 70.4),
-    Row("MM-Vet", "mmvet", None, "gpt_eval_score", 1, 31.1, 31.2, judged=True),
-    Row("POPE random (F1)", "pope", "random", "pope_f1_score", 100, 87.3, 88.5),
-    Row("POPE popular (F1)", "pope", "popular", "pope_f1_score", 100, 86.2, 87.4),
-    Row("POPE adversarial (F1)", "pope", "adversarial", "pope_f1_score", 100, 84.2, 86.1),
-    Row("MMBench-EN (test)", "mmbench", "test", "gpt_eval_score", 1, 64.3, 66.4, paper_split="test"),
-    Row("MMBench-EN (dev)", "mmbench", "dev", "gpt_eval_score", 1, None, None),
-)
-RECOMPUTED = ("scienceqa", "pope", "mmbench", "mmvet", "llava_wild")  # scored from the samples too
 HEADER = (
     "| Benchmark | lmms-eval task | lmms-eval | Paper protocol (from samples) | LLaVA-1.5-7B (paper) "
     "| + ViT-Split (paper) |\n|---|---|---:|---:|---:|---:|"
 )
 
 
-def run_for(row: Row, runs: list[TaskRun]) -> TaskRun | None:
+def run_for(spec: BenchmarkSpec, row: Row, runs: list[TaskRun]) -> TaskRun | None:
     """The run shown in ``row``: the newest, preferring the paper's split."""
-    mine = [r for r in runs if r.benchmark == row.benchmark and row.variant in (None, r.variant)]
+    mine = [r for r in runs if r.benchmark == spec.name and row.variant in (None, r.variant)]
     if not mine:
         return None
     return max(mine, key=lambda r: (r.submission_only == bool(row.paper_split), r.date, str(r.results_file)))
@@ -90,32 +64,24 @@ def lmms_eval_cell(row: Row, run: TaskRun) -> str:
     return f"{value * row.scale:.1f}{suffix}"
 
 
-def paper_cell(row: Row, run: TaskRun) -> tuple[str, str | None]:
+def paper_cell(spec: BenchmarkSpec, run: TaskRun) -> tuple[str, str | None]:
     """(cell, error) for the paper-protocol column; ``error`` names a failed judge."""
     if run.predict_only or run.submission_only:
         return "", None
-    if run.benchmark not in RECOMPUTED:
+    if spec.rescore is None and spec.judge_failures is None:
         return "= lmms-eval", None
     if run.samples_file is None:
         return "no samples (run with --log_samples)", None
     samples = read_samples(run.samples_file)
-    if row.judged:
-        failed, judged = paper_scores.judge_failures(run.benchmark, samples)
+    if spec.judge_failures is not None:
+        failed, judged = spec.judge_failures(samples)
         if failed:
             return (
                 f"ERROR: judge failed on {failed} of {judged}",
                 f"{run.task}: {failed} of {judged} judge calls failed",
             )
         return "= lmms-eval", None
-    if run.benchmark == "scienceqa":
-        return f"{paper_scores.sqa_accuracy(samples) * 100:.1f}", None
-    if run.benchmark == "pope":
-        scores = paper_scores.pope_scores(samples)
-        return f"{scores.f1 * 100:.1f} (yes-ratio {scores.yes_ratio * 100:.1f}%)", None
-    scores = paper_scores.mmbench_scores(samples)
-    if scores.circular is None:
-        return f"{scores.need_judge} of {scores.questions} questions need the judge", None
-    return f"{scores.circular * 100:.1f} circular ({scores.single_pass * 100:.1f} single pass)", None
+    return spec.rescore(samples), None
 
 
 def paper_figure(value: float | None) -> str:
@@ -125,15 +91,15 @@ def paper_figure(value: float | None) -> str:
 def table(runs: list[TaskRun], only_run: bool = False) -> tuple[str, list[str]]:
     """(markdown table, errors); ``only_run`` leaves out the benchmarks with no run."""
     lines, errors = [HEADER], []
-    for row in ROWS:
-        run = run_for(row, runs)
+    for spec, row in table_rows():
+        run = run_for(spec, row, runs)
         if run is None:
             if not only_run:
                 lines.append(
                     f"| {row.label} | | not run | | {paper_figure(row.llava15)} | {paper_figure(row.vitsplit)} |"
                 )
             continue
-        paper, error = paper_cell(row, run)
+        paper, error = paper_cell(spec, run)
         errors += [error] if error else []
         cells = [row.label, run.task, lmms_eval_cell(row, run), paper]
         cells += [paper_figure(row.llava15), paper_figure(row.vitsplit)]

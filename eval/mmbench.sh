@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MMBench-EN (paper Table 4: LLaVA-1.5-7B 64.3, + ViT-Split 66.4, test split via the MMBench server).
+# MMBench-EN (test split via the MMBench server; its paper figures: lmms_eval_plugin/benchmarks.py).
 # Prompt (LLaVA-1.5's model_vqa_mmbench.py): hint line, question line, one "A. text" line per option,
 # "Answer with the option's letter from the given choices directly." Circular evaluation: the data holds
 # every rotation of each question's options; a question counts only if all rotations are right.

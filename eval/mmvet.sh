@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MM-Vet (paper Table 4: LLaVA-1.5-7B 31.1, + ViT-Split 31.2; GPT-judged score).
+# MM-Vet (GPT-judged score; its paper figures: lmms_eval_plugin/benchmarks.py).
 # LLaVA-1.5 asked the bare question (lmms-eval's default adds a chain-of-thought preamble, which the
 # llava_vitsplit model removes) and decoded greedily with no stop string. A GPT judge grades each answer:
 # set OPENAI_API_KEY and MODEL_VERSION (the official MM-Vet evaluator uses gpt-4-0613; the default here).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ScienceQA-IMG (paper Table 4: LLaVA-1.5-7B 66.8, + ViT-Split 70.4; accuracy on the image subset of test).
+# ScienceQA-IMG (accuracy on the image subset of test; its paper figures: lmms_eval_plugin/benchmarks.py).
 # Scored locally (exact option letter); prompt ends "\nAnswer with the option's letter from the given
 # choices directly."
 # usage: eval/sqa.sh CHECKPOINT [extra lmms-eval args]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VizWiz-VQA (paper Table 4: LLaVA-1.5-7B 50.0, + ViT-Split 51.7; test-dev accuracy).
+# VizWiz-VQA (test-dev accuracy; its paper figures: lmms_eval_plugin/benchmarks.py).
 # Prompt (LLaVA-1.5): "...\nWhen the provided information is insufficient, respond with 'Unanswerable'.
 # \nAnswer the question using a single word or phrase." Writes the test-server submission file
 # $OUTPUT/submissions/vizwiz_vqa-test-submission-*.json; upload it to the EvalAI VizWiz challenge.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VQAv2 (paper Table 4: LLaVA-1.5-7B 78.5, + ViT-Split 78.2; test-dev accuracy).
+# VQAv2 (test-dev accuracy; its paper figures: lmms_eval_plugin/benchmarks.py).
 # Answers the test split and writes a test-server submission file to
 # $OUTPUT/submissions/vqav2-test-submission-*.json; upload it to the EvalAI VQA challenge
 # (phase test-dev) to get the paper's number. `TASKS=vqav2_val` scores the val split locally instead.

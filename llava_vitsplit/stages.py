@@ -47,7 +47,7 @@ class TrainStage:
         records_provenance: the save records which tower and LLM the connector was trained for.
         takes_stage1_connector: ``--stage1_connector`` (``--pretrain_mm_mlp_adapter``) may give a
             stage-1 connector to start from.
-        template: the conversation template when ``--version`` is unset (``plain``, or ``auto``: the LLM's).
+        template: the conversation template when ``--conv_template`` (``--version``) is unset (``plain``, or ``auto``: the LLM's).
     """
 
     name: str

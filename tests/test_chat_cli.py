@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from llava_vitsplit.serve import chat
@@ -24,6 +25,7 @@ def run_chat(args: list[str], stdin: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e  # a chat subprocess
 def test_chat_multi_turn_with_image_commands(yes_checkpoint, tmp_path):
     first, second = tmp_path / "first.png", tmp_path / "second.jpg"
     Image.new("RGB", (50, 40), "red").save(first)

@@ -121,6 +121,7 @@ def ask(chat_client, text: str, image=None, accepted: bool = True):
     return history
 
 
+@pytest.mark.e2e  # the demo server subprocess
 def test_multi_turn_with_image_streams_and_regenerates(server):
     url, root, _ = server
     image = root / "red.png"
@@ -140,6 +141,7 @@ def test_multi_turn_with_image_streams_and_regenerates(server):
     assert cleared == []
 
 
+@pytest.mark.e2e  # the demo server subprocess
 def test_the_two_steps_the_page_runs_share_the_session(server):
     url, root, _ = server
     image = root / "white.png"
@@ -152,6 +154,7 @@ def test_the_two_steps_the_page_runs_share_the_session(server):
     assert [m["role"] for m in history] == ["user", "user", "assistant"] and last_text(history) == "yes"
 
 
+@pytest.mark.e2e  # the demo server subprocess
 @pytest.mark.parametrize("kind", ["text", "huge"])
 def test_bad_upload_is_answered_in_the_chat(server, kind):
     url, root, _ = server
@@ -167,6 +170,7 @@ def test_bad_upload_is_answered_in_the_chat(server, kind):
     assert ("not an image" in message) if kind == "text" else ("pixels" in message)
 
 
+@pytest.mark.e2e  # the demo server subprocess
 def test_upload_over_max_file_size_is_refused_in_the_chat(server):
     url, root, _ = server
     big = root / "big.png"
@@ -179,6 +183,7 @@ def test_upload_over_max_file_size_is_refused_in_the_chat(server):
     assert f"over the {MAX_FILE_KB:.1f} KB limit" in message
 
 
+@pytest.mark.e2e  # the demo server subprocess
 def test_concurrent_clients_are_all_answered(server):
     url, root, log = server
     image = root / "blue.png"

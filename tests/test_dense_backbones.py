@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -122,3 +124,15 @@ def test_embedded_configs_and_bad_names():
         backbone_config("dinov3-small")
     with pytest.raises(ValueError, match="unsupported vision model_type"):
         HFBackbone.from_config({"model_type": "vit", "hidden_size": 32})
+
+
+def test_the_towers_a_vlm_preset_uses_are_stored_once():
+    """DINOv2-S and CLIP-L/336: the dense configs are the presets' released configs, not a second copy."""
+    from llava_vitsplit.presets import CONFIG_DIR, get_preset
+
+    assert backbone_config("clip-vit-large-patch14-336") == get_preset("llava-v1.5-7b").vision_config
+    assert backbone_config("dinov2-small") == get_preset("quickstart").vision_config
+    small = backbone_config("dinov2-with-registers-small")
+    assert (small["hidden_size"], small["num_hidden_layers"], small["num_attention_heads"]) == (384, 12, 6)
+    sources = json.loads((CONFIG_DIR / "sources.json").read_text())  # every stored config names its model
+    assert sorted(sources) == sorted(p.name for p in CONFIG_DIR.glob("*.json") if p.name != "sources.json")

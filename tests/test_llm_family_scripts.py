@@ -89,7 +89,7 @@ def test_preset_trains_through_the_scripts_on_the_familys_template(family, tmp_p
     processor = AutoProcessor.from_pretrained(stage2)
     assert processor.llm_family == family and processor.chat_template == spec.chat_template
     settings = json.loads((stage2 / "run_config.json").read_text())["settings"]
-    assert settings["version"] == {"value": family, "source": f"LLM family of {parts['llm']}"}
+    assert settings["conv_template"] == {"value": family, "source": f"LLM family of {parts['llm']}"}
     generation = json.loads((stage2 / "generation_config.json").read_text())
     assert generation["eos_token_id"][0] == processor.tokenizer.convert_tokens_to_ids(spec.end_of_turn)
     check_stops_at_end_of_turn(stage2, family)  # Gemma-3's tied embeddings are untied by script_reply

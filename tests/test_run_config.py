@@ -42,7 +42,7 @@ def test_every_setting_names_its_source(qwen3_parts, tmp_path, monkeypatch):
     assert settings["num_prior_layers"] == {"value": 2, "source": "command line"}
     assert settings["model.adapter"]["source"] == "preset qwen3-8b-siglip"
     assert settings["model.language_model"]["source"] == "command line"
-    assert settings["version"] == {"value": "qwen3", "source": f"LLM family of {qwen3_parts[1]}"}
+    assert settings["conv_template"] == {"value": "qwen3", "source": f"LLM family of {qwen3_parts[1]}"}
     assert settings["lora_r"] == {"value": 128, "source": "default"}
     assert json.loads((tmp_path / RUN_CONFIG).read_text())["settings"] == settings
 
@@ -59,5 +59,7 @@ def test_print_config_prints_and_builds_nothing(qwen3_parts, tmp_path, capsys):
 
 
 def test_a_foreign_template_is_refused_before_the_model_is_built(qwen3_parts, tmp_path):
-    with pytest.raises(ValueError, match="--version vicuna_v1 .* but the LLM is a 'qwen3' model"):
+    with pytest.raises(
+        ValueError, match=r"--conv_template \(--version\) vicuna_v1 .* but the LLM is a 'qwen3' model"
+    ):
         train(argv_for(qwen3_parts, tmp_path / "run", "--version", "vicuna_v1", "--print_config", "True"))

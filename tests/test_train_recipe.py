@@ -23,12 +23,12 @@ SCRIPT_STAGES = dict(zip(SCRIPTS, STAGE_FLAGS, strict=True))
 # names no template: the LLM's family decides (vicuna_v1 for Vicuna).
 RELEASED = {
     "pretrain": {"learning_rate": 5e-4, "global_batch_size": 256, "per_device_train_batch_size": 32,
-                 "gradient_accumulation_steps": 8, "version": "plain"},
+                 "gradient_accumulation_steps": 8, "conv_template": "plain"},
     "finetune": {"learning_rate": 2e-5, "global_batch_size": 256, "per_device_train_batch_size": 16,
-                 "gradient_accumulation_steps": 16, "version": None, "group_by_modality_length": True},
+                 "gradient_accumulation_steps": 16, "conv_template": None, "group_by_modality_length": True},
     "finetune_lora": {"learning_rate": 2e-4, "connector_lr": 2e-5, "global_batch_size": 128,
                       "per_device_train_batch_size": 16, "gradient_accumulation_steps": 8, "lora_r": 128,
-                      "lora_alpha": 256, "version": None, "group_by_modality_length": True},
+                      "lora_alpha": 256, "conv_template": None, "group_by_modality_length": True},
 }  # fmt: skip
 COMMON = {"num_train_epochs": 1.0, "weight_decay": 0.0, "warmup_steps": 0.03, "lr_scheduler_type": "cosine",
           "model_max_length": 2048}  # fmt: skip
@@ -55,7 +55,7 @@ def test_command_line_overrides_the_recipe(monkeypatch):
         "--preset", "llava-v1.5-7b", "--learning_rate", "1e-3", "--per_device_train_batch_size", "4",
         "--version", "chat_template", "--model_max_length", "512",
     )  # fmt: skip
-    assert values["learning_rate"] == 1e-3 and values["version"] == "chat_template"
+    assert values["learning_rate"] == 1e-3 and values["conv_template"] == "chat_template"
     assert values["model_max_length"] == 512 and values["weight_decay"] == 0.0  # the rest: the recipe
     assert values["gradient_accumulation_steps"] == 256 // (4 * 2)  # the recipe's global batch, WORLD_SIZE 2
     values = parsed("--preset", "llava-v1.5-7b", "--gradient_accumulation_steps", "3")
@@ -68,7 +68,7 @@ def test_another_presets_recipe_and_no_recipe(monkeypatch):
     assert mlp["preset"] is None and mlp["learning_rate"] == 1e-3  # LLaVA-1.5's stage-1 lr
     plain = parsed()  # no preset, no recipe: the dataclass defaults, as before
     assert plain["learning_rate"] == 5e-5 and plain["gradient_accumulation_steps"] == 1
-    assert plain["version"] is None and plain["global_batch_size"] is None
+    assert plain["conv_template"] is None and plain["global_batch_size"] is None
 
 
 def test_global_batch_must_divide_exactly():
@@ -79,7 +79,7 @@ def test_global_batch_must_divide_exactly():
 def test_quickstart_preset_states_what_the_quickstart_runs():
     train = get_preset("quickstart").train
     assert train["pretrain"]["learning_rate"] == 1e-3 and train["finetune"]["learning_rate"] == 1e-4
-    assert train["finetune"]["mm_projector_lr"] == 2e-4 and "version" not in train["finetune"]
+    assert train["finetune"]["mm_projector_lr"] == 2e-4 and "conv_template" not in train["finetune"]
     assert {s["global_batch_size"] for s in train.values()} == {16}
     assert {s["model_max_length"] for s in train.values()} == {1024}
     assert {s["task_head_lr_multiplier"] for s in train.values()} == {0.1}
@@ -137,3 +137,25 @@ def test_every_llava_preset_has_all_three_stages():
     for name, preset in vlm_presets().items():
         expected = {"pretrain", "finetune"} | ({"finetune_lora"} if name != "quickstart" else set())
         assert set(preset.train) == expected, name
+
+
+def test_conv_template_is_the_name_and_version_its_llava_alias(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert parsed("--conv_template", "plain")["conv_template"] == "plain"
+    assert parsed("--version", "plain")["conv_template"] == "plain"  # LLaVA's flag still works
+    assert parsed("--version", "plain", "--conv_template", "auto")["conv_template"] == "auto"  # the last wins
+    data = json.loads((PRESET_DIR / "quickstart.json").read_text())
+    data["train"]["pretrain"]["version"] = data["train"]["pretrain"].pop(
+        "conv_template"
+    )  # a LLaVA-style recipe
+    (tmp_path / "mine.json").write_text(json.dumps(data))
+    assert read_presets(tmp_path)["mine"].train["pretrain"]["conv_template"] == "plain"
+    data["train"]["pretrain"]["conv_template"] = "plain"
+    (tmp_path / "mine.json").write_text(json.dumps(data))
+    with pytest.raises(
+        ValueError, match=r"mine\.json: train\.pretrain sets both conv_template and its alias"
+    ):
+        read_presets(tmp_path)
+    child = {"extends": "llava-v1.5-7b", "train": {"pretrain": {"version": "auto"}}}  # over the parent's
+    (tmp_path / "mine.json").write_text(json.dumps(child))
+    assert read_presets(tmp_path)["mine"].train["pretrain"]["conv_template"] == "auto"

@@ -82,7 +82,7 @@ LEGACY_AUTO = "chat_template"  # the earlier name of ``auto``
 
 
 def template_names() -> list[str]:
-    """Every valid ``--version``: ``plain``, ``auto`` and the registered families."""
+    """Every valid ``--conv_template`` (alias ``--version``): ``plain``, ``auto`` and the registered families."""
     return [PlainTemplate.name, AUTO, *FAMILIES]
 
 
@@ -92,7 +92,7 @@ def get_template(name: str, family: str | None = None) -> Template:
         return PlainTemplate()
     if name in (AUTO, LEGACY_AUTO):
         if family is None:
-            raise ValueError(f"--version {name} needs the LLM's family (a processor with llm_family)")
+            raise ValueError(f"--conv_template {name} needs the LLM's family (a processor with llm_family)")
         name = family
     if name not in FAMILIES:
         raise ValueError(f"unknown conversation template {name!r}; valid: {template_names()}")

@@ -8,7 +8,7 @@ and template (all records, not the training draw); a problem in the mixture file
 
     llava-vitsplit validate-data --data_path train.json --image_folder images/ \\
         --model_name_or_path lmsys/vicuna-7b-v1.5 --vision_tower openai/clip-vit-large-patch14-336 \\
-        --version auto --model_max_length 2048
+        --conv_template auto --model_max_length 2048
 """
 
 from __future__ import annotations
@@ -153,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         "--processor", default=None, help="a saved llava_vitsplit checkpoint/processor instead"
     )
     parser.add_argument(
-        "--version", default="auto", choices=template_names(), help="conversation template (auto: the LLM's)"
+        "--conv_template",
+        "--version",  # LLaVA's name for it
+        dest="conv_template",
+        default="auto",
+        choices=template_names(),
+        help="conversation template (auto: the LLM's); --version is an alias",
     )
     parser.add_argument("--model_max_length", type=int, default=2048)
     parser.add_argument(
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data_path,
             args.image_folder,
             _load_processor(args),
-            args.version,
+            args.conv_template,
             args.model_max_length,
             args.max_images_per_sample,
         )

@@ -37,7 +37,7 @@ def released_template(name: str) -> str:
 
 @dataclass(frozen=True)
 class LLMFamilySpec:
-    name: str  # also the ``--version`` name of its conversation format
+    name: str  # also the ``--conv_template`` (``--version``) name of its conversation format
     model_types: tuple[str, ...]  # the text config's ``model_type`` values it covers
     marker_tokens: tuple[str, ...]  # special tokens its tokenizers carry (tells families of one type apart)
     renderer: Renderer  # the training conversation, cut into prompt and generated segments

@@ -12,7 +12,7 @@
   GPT judge and, when the judge fails, scores a *random* letter. Here such questions are counted and
   no figure is given while any remain.
 - Judged benchmarks: LLaVA-W records a failed judge call as scores ``[-1, -1]`` (a run where every call
-  failed reports 100), MM-Vet as score 0 with an empty ``eval_model``. :func:`judge_failures` counts them.
+  failed reports 100), MM-Vet as score 0 with an empty ``eval_model``. ``*_judge_failures`` count them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from llava_vitsplit.lmms_eval_plugin.prompts import MMBENCH_OPTIONS, is_blank
+from llava_vitsplit.lmms_eval_plugin.protocols import MMBENCH_OPTIONS, is_blank
 
 CIRCULAR_INDEX_BASE = 1_000_000  # MMBench rotation rows have index + k * 1e6
 
@@ -126,15 +126,13 @@ def mmbench_scores(samples: list[dict]) -> MMBenchScores:
     return MMBenchScores(circular, single, len(groups), need_judge)
 
 
-def judge_failures(benchmark: str, samples: list[dict]) -> tuple[int, int]:
-    """``(failed, judged)`` judge calls recorded in MM-Vet or LLaVA-W samples."""
-    if benchmark == "llava_wild":
-        records = [s.get("gpt_eval_llava_all") for s in samples]
-        failed = [r for r in records if isinstance(r, dict) and -1 in list(r.get("scores", [])[:2])]
-    elif benchmark == "mmvet":
-        records = [s.get("gpt_eval_score") for s in samples]
-        failed = [r for r in records if isinstance(r, dict) and not r.get("eval_model")]
-    else:
-        raise ValueError(f"{benchmark} is not judged by a GPT model")
-    judged = [r for r in records if isinstance(r, dict)]
-    return len(failed), len(judged)
+def llava_wild_judge_failures(samples: list[dict]) -> tuple[int, int]:
+    """``(failed, judged)`` judge calls in LLaVA-W samples (a failed call is scored ``[-1, -1]``)."""
+    records = [r for r in (s.get("gpt_eval_llava_all") for s in samples) if isinstance(r, dict)]
+    return sum(-1 in list(r.get("scores", [])[:2]) for r in records), len(records)
+
+
+def mmvet_judge_failures(samples: list[dict]) -> tuple[int, int]:
+    """``(failed, judged)`` judge calls in MM-Vet samples (a failed call has an empty ``eval_model``)."""
+    records = [r for r in (s.get("gpt_eval_score") for s in samples) if isinstance(r, dict)]
+    return sum(not r.get("eval_model") for r in records), len(records)

@@ -15,91 +15,35 @@ what LLaVA-1.5's evaluation scripts sent:
 
 So the model re-renders the question (:func:`llava15_text`) and the generation settings
 (:func:`llava15_generation`) for these tasks. Tasks are recognised by their ``doc_to_text`` function
-(file under ``lmms_eval/tasks`` + name), so renamed or local copies of a task
+(file under ``lmms_eval/tasks`` + name, the ``prompt`` of each entry of the benchmark table,
+``benchmarks.py``; the renderers are in ``protocols.py``), so renamed or local copies of a task
 (``!function lmms_eval.tasks.pope.utils.pope_doc_to_text``) get the same protocol. Unknown tasks keep
 lmms-eval's prompt and settings. ``prompt_style=task`` in ``--model_args`` turns this off.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from llava_vitsplit.model.chat_templates import SHORT_ANSWER_PROMPT as SHORT_ANSWER
+from llava_vitsplit.lmms_eval_plugin.benchmarks import protocol_for
+from llava_vitsplit.lmms_eval_plugin.protocols import (
+    MULTIPLE_CHOICE,
+    PROMPT_STYLES,
+    SHORT_ANSWER,
+    Protocol,
+)
 
-MULTIPLE_CHOICE = "\nAnswer with the option's letter from the given choices directly."
-UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'Unanswerable'."
-MMBENCH_OPTIONS = ("A", "B", "C", "D")  # model_vqa_mmbench.py reads these columns, up to the first blank
-OPEN_ENDED_MAX_NEW_TOKENS = 1024  # MM-Vet and LLaVA-W: long answers, greedy, EOS only
-PROMPT_STYLES = ("llava15", "task")
-
-Renderer = Callable[[Callable, dict], str]  # (the task's doc_to_text, doc) -> question text
-
-
-def _with_kwargs(kwargs: dict) -> Renderer:
-    """Render with the task's own ``doc_to_text`` and LLaVA-1.5's prompt kwargs."""
-    return lambda doc_to_text, doc: doc_to_text(doc, dict(kwargs))
-
-
-def is_blank(value) -> bool:
-    """MMBench's "no value" cells: None, NaN, "nan" or empty text."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() in ("", "nan")
-
-
-def mmbench_options(doc: dict) -> list[tuple[str, str]]:
-    """``[(letter, text)]`` for the options of an MMBench row, up to the first blank one."""
-    options = []
-    for letter in MMBENCH_OPTIONS:
-        if is_blank(doc.get(letter)):
-            break
-        options.append((letter, str(doc[letter])))
-    return options
-
-
-def mmbench_text(_doc_to_text: Callable, doc: dict) -> str:
-    """LLaVA-1.5's MMBench prompt: hint line (if any), question, one "A. text" line per option, instruction."""
-    question = doc["question"] if is_blank(doc.get("hint")) else f"{doc['hint']}\n{doc['question']}"
-    for letter, text in mmbench_options(doc):
-        question += f"\n{letter}. {text}"
-    return question + MULTIPLE_CHOICE
-
-
-def vizwiz_text(_doc_to_text: Callable, doc: dict) -> str:
-    """The raw VizWiz question (no ``.capitalize()``) with LLaVA-1.5's two instructions."""
-    return doc["question"] + UNANSWERABLE + SHORT_ANSWER
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How LLaVA-1.5 asked one benchmark: question rendering and generation overrides."""
-
-    render: Renderer
-    max_new_tokens: int | None = None  # None: keep the task's
-    spreadsheet: bool = False  # answers are written to an .xlsx submission (openpyxl refuses control chars)
-
-
-# key: "<task folder>/<module file stem>.<doc_to_text function name>"
-LLAVA15_PROTOCOLS: dict[str, Protocol] = {
-    "vqav2/utils.vqav2_doc_to_text": Protocol(_with_kwargs({"pre_prompt": "", "post_prompt": SHORT_ANSWER})),
-    "vizwiz_vqa/utils.vizwiz_vqa_doc_to_text": Protocol(vizwiz_text),
-    "scienceqa/utils.sqa_doc_to_text": Protocol(
-        _with_kwargs({"format": "default", "pre_prompt": "", "post_prompt": MULTIPLE_CHOICE})
-    ),
-    "pope/utils.pope_doc_to_text": Protocol(_with_kwargs({"pre_prompt": "", "post_prompt": SHORT_ANSWER})),
-    "mmbench/en_utils.mmbench_doc_to_text": Protocol(mmbench_text, spreadsheet=True),
-    "llava-in-the-wild/utils.llava_doc_to_text": Protocol(
-        _with_kwargs({"pre_prompt": "", "post_prompt": ""}), max_new_tokens=OPEN_ENDED_MAX_NEW_TOKENS
-    ),
-    "mmvet/utils.doc_to_text": Protocol(
-        _with_kwargs({"pre_prompt": "", "post_prompt": ""}), max_new_tokens=OPEN_ENDED_MAX_NEW_TOKENS
-    ),
-}
+__all__ = [  # the constants are re-exported for the model and the tests
+    "MULTIPLE_CHOICE",
+    "PROMPT_STYLES",
+    "SHORT_ANSWER",
+    "function_key",
+    "llava15_answer",
+    "llava15_generation",
+    "llava15_protocol",
+    "llava15_text",
+]
 
 
 def function_key(fn: Callable) -> str | None:
@@ -127,7 +71,7 @@ def task_doc_to_text(task) -> Callable | None:
 def llava15_protocol(task) -> Protocol | None:
     """LLaVA-1.5's protocol for ``task`` (an lmms-eval Task object), or None for tasks it did not run."""
     doc_to_text = task_doc_to_text(task)
-    return None if doc_to_text is None else LLAVA15_PROTOCOLS.get(function_key(doc_to_text))
+    return None if doc_to_text is None else protocol_for(function_key(doc_to_text))
 
 
 def llava15_text(task, doc: dict) -> str | None:

@@ -4,7 +4,7 @@ lmms-eval writes ``<model>/<date>_results.json`` (with ``results`` and ``configs
 ``<model>/<date>_samples_<task>.jsonl`` per task (``--log_samples``); task aggregations also write
 detail and submission files under ``submissions/`` (e.g. MMBench's ``mmbench_en_dev_results.json``),
 which are not results files whatever their name. A task is mapped to its paper benchmark by the
-functions in its config (``process_results`` / ``doc_to_text``), so local and renamed copies of a
+functions in its config (``process_results`` / ``doc_to_text``; the benchmark table, ``benchmarks.py``), so local and renamed copies of a
 built-in task (``!function lmms_eval.tasks.pope.utils.pope_process_results``) count as that benchmark.
 """
 
@@ -15,33 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# function name in a task config -> paper benchmark
-BENCHMARK_BY_FUNCTION = {
-    "vqav2_process_results_test": "vqav2",
-    "vqav2_process_results_val": "vqav2",
-    "vqav2_doc_to_text": "vqav2",
-    "vizwiz_vqa_process_results": "vizwiz",
-    "vizwiz_vqa_doc_to_text": "vizwiz",
-    "sqa_process_results": "scienceqa",
-    "sqa_doc_to_text": "scienceqa",
-    "pope_process_results": "pope",
-    "pope_doc_to_text": "pope",
-    "mmbench_process_results": "mmbench",
-    "mmbench_doc_to_text": "mmbench",
-    "mmvet_process_results": "mmvet",
-    "mmvet_doc_to_visual": "mmvet",
-    "llava_process_results": "llava_wild",
-    "llava_doc_to_text": "llava_wild",
-}
+from llava_vitsplit.lmms_eval_plugin.benchmarks import BENCHMARKS, benchmark_by_function
+
 FUNCTION_FIELDS = ("process_results", "doc_to_text", "doc_to_visual")
-# POPE split by a word of its test split or task name (built-in: pope_random / pope_pop / pope_adv)
-POPE_VARIANTS = {
-    "random": "random",
-    "pop": "popular",
-    "popular": "popular",
-    "adv": "adversarial",
-    "adversarial": "adversarial",
-}
 _FUNCTION_REPR = re.compile(r"<function (\w+) at ")
 
 
@@ -50,8 +26,8 @@ class TaskRun:
     """One task's entry in one lmms-eval results file."""
 
     task: str
-    benchmark: str | None  # key of BENCHMARK_BY_FUNCTION's values, None for other tasks
-    variant: str  # POPE: random / popular / adversarial; others: the test split
+    benchmark: str | None  # its key in the benchmark table, None for other tasks
+    variant: str  # the spec's variant named in the task or split (POPE), else the test split
     metrics: dict
     results_file: Path
     date: str
@@ -88,19 +64,17 @@ def function_name(value) -> str | None:
 def benchmark_of(config: dict) -> str | None:
     """The paper benchmark whose built-in functions the task config uses (None if none)."""
     for field in FUNCTION_FIELDS:
-        name = function_name(config.get(field))
-        if name in BENCHMARK_BY_FUNCTION:
-            return BENCHMARK_BY_FUNCTION[name]
+        spec = benchmark_by_function(function_name(config.get(field)))
+        if spec is not None:
+            return spec.name
     return None
 
 
 def variant_of(task: str, benchmark: str | None, config: dict) -> str:
     split = str(config.get("test_split", "")).strip()
-    if benchmark == "pope":
-        for word in [split, *re.split(r"[_\-\s]+", task)]:
-            if word in POPE_VARIANTS:
-                return POPE_VARIANTS[word]
-    return split
+    variants = BENCHMARKS[benchmark].variants if benchmark in BENCHMARKS else {}
+    words = [split, *re.split(r"[_\-\s]+", task)]  # a variant named by the split or a word of the task
+    return next((variants[word] for word in words if word in variants), split)
 
 
 def is_results_file(data) -> bool:

@@ -4,6 +4,11 @@ Each ``<name>.json`` names its parts (hub ids for a real build), embeds the visi
 reference to ``configs/<config>.json`` (the real CLIP-L/336 and Vicuna v1.5 configs, so nothing is
 downloaded to describe a model), the connector settings, and the training recipe (``train``: the
 trainer's defaults per stage, ``presets/train_recipe.py``, checked when the presets are read).
+A preset may say ``"extends": "<parent>"`` and give only its differences: objects merge key by key
+(recursively), any other value (a string, number, list or ``null``) replaces the parent's. The parent is
+looked up in the same folder, then among the shipped presets; an unknown parent or a cycle is an error
+naming the file. Every reader (``get_preset``, ``--print_config``, ``params``, the scripts) sees the
+resolved preset.
 ``get_preset(name)`` raises a ``KeyError`` listing the valid names for an unknown one.
 """
 
@@ -15,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from llava_vitsplit.presets.train_recipe import check_train_recipe
+from llava_vitsplit.presets.train_recipe import canonical_names, check_train_recipe
 
 PRESET_DIR = Path(__file__).parent
 CONFIG_DIR = PRESET_DIR / "configs"
@@ -73,11 +78,51 @@ def vlm_presets() -> dict[str, VLMPreset]:
     return read_presets(PRESET_DIR)
 
 
-def read_presets(folder: Path) -> dict[str, VLMPreset]:
-    """The VLM presets of the ``*.json`` files in ``folder``; a malformed one raises naming its file."""
-    presets = {}
-    for path in sorted(Path(folder).glob("*.json")):
+def deep_merge(parent: dict, child: dict) -> dict:
+    """``child`` over ``parent``: objects merge key by key, any other value replaces the parent's."""
+    merged = dict(parent)
+    for key, value in child.items():
+        both_objects = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = deep_merge(merged[key], value) if both_objects else value
+    return merged
+
+
+def _preset_files(folder: Path) -> dict[str, Path]:
+    files = {path.stem: path for path in sorted(Path(folder).glob("*.json"))}
+    if Path(folder).resolve() != PRESET_DIR.resolve():
+        files = {path.stem: path for path in sorted(PRESET_DIR.glob("*.json"))} | files
+    return files
+
+
+def resolve_preset_file(path: Path, files: dict[str, Path], chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw JSON of preset file ``path`` with its ``extends`` chain merged in (parents from ``files``)."""
+    if path in chain:
+        cycle = " -> ".join(p.stem for p in (*chain, path))
+        raise ValueError(f"malformed preset file {chain[0]}: 'extends' cycle {cycle}")
+    try:
         data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed preset file {path}: not valid JSON ({exc})") from exc
+    if isinstance(data.get("train"), dict):  # aliases renamed before merging, so a child's alias overrides
+        for stage, fields in data["train"].items():
+            canonical_names(fields, f"{path}: train.{stage}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or parent not in files:
+        raise ValueError(
+            f"malformed preset file {path}: 'extends' names unknown preset {parent!r}; "
+            f"valid presets: {', '.join(sorted(files))}"
+        )
+    return deep_merge(resolve_preset_file(files[parent], files, (*chain, path)), data)
+
+
+def read_presets(folder: Path) -> dict[str, VLMPreset]:
+    """The VLM presets of the ``*.json`` files in ``folder``, ``extends`` resolved (parents: this folder,
+    then the shipped presets); a malformed one raises naming its file."""
+    presets, files = {}, _preset_files(folder)
+    for path in sorted(Path(folder).glob("*.json")):
+        data = resolve_preset_file(path, files)
         try:
             data["vision_config"] = _load_config(data["vision_config"])
             data["text_config"] = _load_config(data["text_config"])

@@ -4,7 +4,8 @@
 with LoRA defaults): keys are the stage table's names (``llava_vitsplit.stages.STAGES``), each maps argument
 names of ``llava-vitsplit train`` to values. Which stage a run is comes from ``--stage`` or LLaVA's flags
 (``stages.resolve_stage``). Only the fields of ``TRAIN_RECIPE_FIELDS`` may appear,
-with their types; ``check_train_recipe`` names the preset file and the field of any other entry.
+with their types; ``check_train_recipe`` names the preset file and the field of any other entry. LLaVA's
+name ``version`` is read as ``conv_template``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from llava_vitsplit.stages import STAGES
 
 # argument name -> type of its value (a float field takes a JSON integer too; a bool is no number)
 TRAIN_RECIPE_FIELDS: dict[str, type] = {
-    "version": str,
+    "conv_template": str,
     "image_aspect_ratio": str,
     "group_by_modality_length": bool,
     "learning_rate": float,
@@ -44,6 +45,15 @@ def _type_ok(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
+def canonical_names(fields: dict[str, Any], where: str) -> dict[str, Any]:
+    """``fields`` (one stage of a recipe, changed in place) with LLaVA's ``version`` named ``conv_template``."""
+    if isinstance(fields, dict) and "version" in fields:
+        if "conv_template" in fields:
+            raise ValueError(f"{where} sets both conv_template and its alias version")
+        fields["conv_template"] = fields.pop("version")
+    return fields
+
+
 def check_train_recipe(train: Any, path: Path) -> dict[str, dict[str, Any]]:
     """``train`` if it is a valid training recipe, else a ``ValueError`` naming ``path`` and the field."""
     if not isinstance(train, dict):
@@ -53,6 +63,7 @@ def check_train_recipe(train: Any, path: Path) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: unknown stage train.{stage}; valid: {', '.join(STAGES)}")
         if not isinstance(fields, dict):
             raise ValueError(f"{path}: train.{stage} must be an object, got {type(fields).__name__}")
+        canonical_names(fields, f"{path}: train.{stage}")
         for name, value in fields.items():
             expected = TRAIN_RECIPE_FIELDS.get(name)
             if expected is None:

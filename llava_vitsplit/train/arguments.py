@@ -53,11 +53,12 @@ class ModelArguments(AdapterArguments):
         default=None,
         metadata={"help": "Preset whose `train` block gives the training defaults (default: --preset)"},
     )
-    version: str | None = field(
+    conv_template: str | None = field(
         default=None,
         metadata={
-            "help": "Conversation template: plain (stage 1 default) | auto (the LLM's family, stage 2 "
-            "default) | a family name, which must be the LLM's (llava-vitsplit llm-families)"
+            "aliases": ["--version"],  # LLaVA's name for it
+            "help": "Conversation template (LLaVA: --version): plain (stage 1 default) | auto (the LLM's "
+            "family, stage 2 default) | a family name, which must be the LLM's (llava-vitsplit llm-families)",
         },
     )
     stage: str | None = field(

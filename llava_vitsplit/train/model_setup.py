@@ -148,13 +148,13 @@ def resolve_recipe(
         stage1_connector=model_args.stage1_connector,
         allow_connector_mismatch=model_args.allow_connector_mismatch,
     )
-    return recipe, requested_version(model_args)
+    return recipe, requested_conv_template(model_args)
 
 
-def requested_version(model_args: ModelArguments) -> str:
-    """``--version`` (command line or training recipe), else the stage's template: ``plain`` in stage 1,
-    ``auto`` (the LLM's family, resolved by ``resolve_version``) in stage 2."""
-    return model_args.version or stage_of(model_args).template
+def requested_conv_template(model_args: ModelArguments) -> str:
+    """``--conv_template`` (alias ``--version``; command line or training recipe), else the stage's template:
+    ``plain`` in stage 1, ``auto`` (the LLM's family, resolved by ``resolve_conv_template``) in stage 2."""
+    return model_args.conv_template or stage_of(model_args).template
 
 
 def llm_family_name(recipe: BuildRecipe) -> str:
@@ -169,23 +169,23 @@ def llm_family_name(recipe: BuildRecipe) -> str:
     return language_model_family(recipe.language_model).name
 
 
-def resolve_version(version: str, family: str) -> str:
+def resolve_conv_template(conv_template: str, family: str) -> str:
     """The conversation template of a run whose LLM is of ``family``: ``auto`` is the family's own; a
     family's format other than the LLM's is refused (the saved processor renders the LLM's template at
     inference, so training on another would differ silently)."""
     from llava_vitsplit.data.templates import AUTO, LEGACY_AUTO, PlainTemplate, template_names
 
-    if version in (AUTO, LEGACY_AUTO):
+    if conv_template in (AUTO, LEGACY_AUTO):
         return family
-    if version not in template_names():
-        raise ValueError(f"unknown --version {version!r}; valid: {template_names()}")
-    if version not in (PlainTemplate.name, family):
+    if conv_template not in template_names():
+        raise ValueError(f"unknown --conv_template (--version) {conv_template!r}; valid: {template_names()}")
+    if conv_template not in (PlainTemplate.name, family):
         raise ValueError(
-            f"--version {version} is the {version!r} family's conversation format, but the LLM is a "
-            f"{family!r} model whose chat template the saved processor uses at inference; leave "
-            f"--version unset (or auto) to train on {family!r}'s"
+            f"--conv_template (--version) {conv_template} is the {conv_template!r} family's conversation format, but "
+            f"the LLM is a {family!r} model whose chat template the saved processor uses at inference; "
+            f"leave it unset (or auto) to train on {family!r}'s"
         )
-    return version
+    return conv_template
 
 
 def autocast_on_cpu(training_args: TrainingArguments) -> bool:
@@ -348,17 +348,17 @@ def _checkpoint_recipe(path: str, seed: int) -> BuildRecipe:
 
 
 def resolve_build(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
-    """``(recipe, version)`` of a run, from configs and the tokenizer only (nothing built yet)."""
+    """``(recipe, conversation template)`` of a run, from configs and the tokenizer only (nothing built yet)."""
     if is_llava_vitsplit_checkpoint(model_args.model_name_or_path):
         recipe = _checkpoint_recipe(model_args.model_name_or_path, training_args.seed)
-        version = requested_version(model_args)
+        conv_template = requested_conv_template(model_args)
     else:
-        recipe, version = resolve_recipe(model_args, data_args, training_args.seed)
-    return recipe, resolve_version(version, llm_family_name(recipe))
+        recipe, conv_template = resolve_recipe(model_args, data_args, training_args.seed)
+    return recipe, resolve_conv_template(conv_template, llm_family_name(recipe))
 
 
 def setup_model(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
-    """``(model, processor, recipe, version)`` ready for the Trainer, with the freezing table applied."""
+    """``(model, processor, recipe, conv_template)`` ready for the Trainer, with the freezing table applied."""
     from llava_vitsplit.stages import apply_stage, stage_table
 
     stage = stage_of(model_args)
@@ -367,7 +367,7 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
             f"stage {stage.name} trains a connector from scratch: --stage1_connector "
             "(--pretrain_mm_mlp_adapter, a stage-1 connector to start from) does not apply"
         )
-    recipe, version = resolve_build(model_args, data_args, training_args)
+    recipe, conv_template = resolve_build(model_args, data_args, training_args)
     logger.info(describe_precision(training_args))
     model, processor = build_from_recipe(recipe, torch_dtype_for(training_args))
     model.config.use_cache = False
@@ -381,4 +381,4 @@ def setup_model(model_args: ModelArguments, data_args: DataArguments, training_a
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("stage %s: %d trainable parameters", stage.name, trainable)
-    return model, processor, recipe, version
+    return model, processor, recipe, conv_template

@@ -1,7 +1,7 @@
 """``llava-vitsplit train`` / ``python -m llava_vitsplit.train``: one LLaVA training stage on the Trainer.
 
 The stage (``--stage``, or LLaVA's flags; ``llava_vitsplit/stages.py``) decides what trains and what is
-saved. Stage 1 (``--stage pretrain`` = ``--tune_mm_mlp_adapter True``) writes ``connector.safetensors`` +
+saved. Stage 1 (``--stage pretrain`` = ``--tune_mm_mlp_adapter True``, template ``plain``) writes ``connector.safetensors`` +
 ``connector_config.json``; stage 2 (``--stage1_connector STAGE1_DIR``, LLaVA's
 ``--pretrain_mm_mlp_adapter``) writes a full checkpoint (model + processor) that loads with ``AutoModelForImageTextToText.from_pretrained``; stage 2 with
 ``--lora_enable True`` writes the LoRA adapter (plus the connector) for ``llava-vitsplit merge-lora``.
@@ -103,13 +103,13 @@ def resume_target(value, out: Path):
     return value
 
 
-def build_dataset(sources, processor, version: str, stage: TrainStage, data_args, training_args):
-    """The training set of ``sources`` (a data file list or a mixture's), rendered with ``version``."""
+def build_dataset(sources, processor, conv_template: str, stage: TrainStage, data_args, training_args):
+    """The training set of ``sources`` (a data file list or a mixture's), rendered with ``conv_template``."""
     return LazySupervisedDataset(
         sources,
         processor,
         image_folder=data_args.image_folder,
-        template=version,
+        template=conv_template,
         model_max_length=training_args.model_max_length,
         strict=data_args.strict_data,
         require_image=stage.needs_images,
@@ -148,7 +148,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
         start_run(argv, (model_args, data_args, training_args), out)  # run_config.json: settings, sources
 
     with full_weights_while_building(training_args):
-        model, processor, recipe, version = setup_model(model_args, data_args, training_args)
+        model, processor, recipe, conv_template = setup_model(model_args, data_args, training_args)
         check_free_space(out, checkpoint_bytes(model))
         # Hashed now: under ZeRO-3 the tower is partitioned once training starts.
         provenance = (
@@ -156,7 +156,7 @@ def train(argv: list[str] | None = None) -> LlavaViTSplitTrainer | None:
             if stage.records_provenance
             else None
         )
-    dataset = build_dataset(sources, processor, version, stage, data_args, training_args)
+    dataset = build_dataset(sources, processor, conv_template, stage, data_args, training_args)
     resume = resume_target(training_args.resume_from_checkpoint, out)
     record_draw(out, dataset.mixture, resume is not None, write=training_args.should_save)
     collator = WithSampleIds(make_collator(processor.tokenizer.pad_token_id, model_args, training_args))

@@ -22,6 +22,7 @@ from llava_vitsplit.train.recipe_args import _flag_parser, stage_from_argv
 from llava_vitsplit.util.atomic import write_json
 
 RUN_CONFIG = "run_config.json"
+FLAG_ALIASES = {"version": "conv_template"}  # LLaVA's flag name -> the argument it sets
 ENV_ARGS = "LLAVA_VITSPLIT_ENV_ARGS"  # "--flag=VARIABLE ..." for the flags a stage script set from variables
 BUILD_ARGUMENTS = {  # BuildRecipe field -> the argument that sets it
     "vision_tower": "vision_tower",
@@ -35,7 +36,8 @@ BUILD_ARGUMENTS = {  # BuildRecipe field -> the argument that sets it
 
 def given_flags(argv: list[str]) -> list[str]:
     """The argument names given in ``argv`` (``--name value`` or ``--name=value``), in order."""
-    return [token[2:].split("=", 1)[0] for token in argv if token.startswith("--")]
+    names = [token[2:].split("=", 1)[0] for token in argv if token.startswith("--")]
+    return [FLAG_ALIASES.get(name, name) for name in names]
 
 
 def argument_sources(argv: list[str], environ: dict | None = None) -> dict[str, str]:
@@ -49,6 +51,7 @@ def argument_sources(argv: list[str], environ: dict | None = None) -> dict[str, 
         for name in train_recipe(recipe_name, stage):
             sources[canonical_argument(name)] = f"preset recipe {recipe_name} (train.{stage})"
     from_env = dict(item[2:].split("=", 1) for item in environ.get(ENV_ARGS, "").split() if "=" in item)
+    from_env = {FLAG_ALIASES.get(name, name): variable for name, variable in from_env.items()}
     for name in given_flags(argv):
         source = f"environment variable {from_env[name]}" if name in from_env else "command line"
         sources[canonical_argument(name)] = source
@@ -92,7 +95,7 @@ def build_settings(recipe, model_args, sources: dict[str, str], saved: dict) -> 
     return out
 
 
-def run_settings(argv, args_tuple, recipe, version: str, sources: dict[str, str] | None = None) -> dict:
+def run_settings(argv, args_tuple, recipe, conv_template: str, sources: dict[str, str] | None = None) -> dict:
     """Everything the run resolved (see the module docstring), as the JSON ``run_config.json`` holds."""
     from llava_vitsplit.train.model_setup import _saved_connector_settings
 
@@ -100,13 +103,13 @@ def run_settings(argv, args_tuple, recipe, version: str, sources: dict[str, str]
     sources = argument_sources(argv) if sources is None else sources
     settings = argument_settings(args_tuple, sources)
     settings.update(build_settings(recipe, model_args, sources, _saved_connector_settings(model_args)))
-    if "version" not in sources:
+    if "conv_template" not in sources:
         where = recipe.base_checkpoint or recipe.language_model
-        settings["version"] = {"value": version, "source": f"LLM family of {where}"}
-        if version == "plain":
-            settings["version"]["source"] = "default (stage 1)"
+        settings["conv_template"] = {"value": conv_template, "source": f"LLM family of {where}"}
+        if conv_template == "plain":
+            settings["conv_template"]["source"] = "default (stage 1)"
     else:
-        settings["version"] = {"value": version, "source": sources["version"]}
+        settings["conv_template"] = {"value": conv_template, "source": sources["conv_template"]}
     return {"argv": list(argv), "settings": settings}
 
 
@@ -126,8 +129,8 @@ def start_run(argv: list[str], args_tuple, out_dir: Path | None) -> dict:
     ``out_dir`` (``None``: print nothing, write nothing; the caller prints for ``--print_config``)."""
     from llava_vitsplit.train.model_setup import resolve_build
 
-    recipe, version = resolve_build(*args_tuple)
-    config = run_settings(argv, args_tuple, recipe, version)
+    recipe, conv_template = resolve_build(*args_tuple)
+    config = run_settings(argv, args_tuple, recipe, conv_template)
     if out_dir is not None:
         write_run_config(out_dir, config)
     return config
