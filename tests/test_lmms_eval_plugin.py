@@ -136,7 +136,7 @@ def test_loglikelihood_prefers_the_scripted_answer(simple_model):
     assert yes_greedy and not no_greedy and yes_lp > no_lp
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # tests/test_eval_all.py runs the same lmms-eval CLI path on a POPE task, with six more
 def test_lmms_eval_cli_on_tiny_pope_task(yes_checkpoint, tmp_path):
     import datasets
 

@@ -50,6 +50,15 @@ def test_every_preset_resolves_to_the_values_it_had_before_extends():
         assert path.stem in ("llava-v1.5-7b", "quickstart") or "finetune_lora" not in data.get("train", {})
 
 
+def test_building_a_presets_config_leaves_the_shared_preset_unchanged():
+    # the presets are read once (cached) and shared: transformers' LlamaConfig adds ``rope_theta`` to
+    # Llama-3.1's ``rope_scaling`` dict in place, which changed every later reader's preset
+    before = {name: dataclasses.asdict(preset) for name, preset in vlm_presets().items()}
+    for preset in vlm_presets().values():
+        preset.model_config()
+    assert {name: dataclasses.asdict(preset) for name, preset in vlm_presets().items()} == before
+
+
 def test_deep_merge_merges_objects_and_replaces_everything_else():
     parent = {"a": {"x": 1, "y": [1, 2]}, "b": {"z": 1}, "c": 3}
     child = {"a": {"y": [3]}, "b": None, "d": "new"}

@@ -74,7 +74,7 @@ def test_a_stage_added_in_one_place_trains(warmup_stage, parts, tmp_path):
     settings = json.loads((out / "connector_config.json").read_text())
     assert settings["vision_weights_sha256"]  # provenance recorded, as the entry says
     run = json.loads((out / "run_config.json").read_text())["settings"]
-    assert run["stage"]["value"] == WARMUP.name and run["version"]["value"] != "plain"
+    assert run["stage"]["value"] == WARMUP.name and run["conv_template"]["value"] != "plain"
     text_only = sum("image" not in r for r in json.loads((SHIPPED_DATA / "finetune.json").read_text()))
     assert text_only and len(trainer.train_dataset) == 32  # text-only samples kept (needs_images=False)
 

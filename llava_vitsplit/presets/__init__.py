@@ -14,6 +14,7 @@ resolved preset.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from functools import cache
@@ -43,19 +44,22 @@ class VLMPreset:
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def model_config(self, image_token_index: int | None = None):
-        """The ``LlavaViTSplitConfig`` this preset builds; the ``<image>`` token is appended to the vocab."""
+        """The ``LlavaViTSplitConfig`` this preset builds; the ``<image>`` token is appended to the vocab.
+
+        Deep copies: transformers' config classes edit nested dicts in place (Llama-3.1's ``rope_scaling``
+        gains ``rope_theta``), and the presets are read once and shared by every reader."""
         from llava_vitsplit.model.configuration import LlavaViTSplitConfig
 
-        text_config = dict(self.text_config)
+        text_config = copy.deepcopy(self.text_config)
         if image_token_index is None:
             image_token_index = text_config["vocab_size"]
             text_config["vocab_size"] += 1
         return LlavaViTSplitConfig(
-            vision_config=dict(self.vision_config),
+            vision_config=copy.deepcopy(self.vision_config),
             text_config=text_config,
             image_token_index=image_token_index,
             connector_type=self.connector_type,
-            adapter=self.adapter,
+            adapter=copy.deepcopy(self.adapter),
             fusion_output=self.fusion_output,
             vision_feature_layer=self.vision_feature_layer,
             vision_feature_select_strategy=self.vision_feature_select_strategy,
