@@ -12,7 +12,7 @@ class Budget:
     The learning rates, batch sizes and maximum length of both stages are the ``train`` block of
     ``presets/quickstart.json``; a budget only overrides them where it differs (``None``: the recipe's).
 
-    image_size: square input side in pixels (a multiple of 14; 84 -> 6x6 = 36 image tokens).
+    image_size: square input side in pixels (a multiple of 14; 56 -> 4x4 = 16 image tokens).
     limit_images: convert only the first N easy-vqa images per split (None: all 4,000 / 1,000).
     max_turns: questions per stage-2 conversation (None: all of an image's questions).
     caption_share: fraction of stage-2 records that are caption conversations (``easy_vqa_records.stage2_records``).
@@ -43,10 +43,13 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # 85% test accuracy in 37 minutes on 2 AVX2 CPU cores after the install, fp32 with DeepSpeed ZeRO-2
-    # (BENCHMARKS.md: the measured runs and where the time goes); not yet re-measured in plain PyTorch.
+    # 86% test accuracy in about 16 minutes on 2 AVX2 CPU cores after the install, fp32, plain PyTorch
+    # (BENCHMARKS.md, "Quickstart": the measured runs and where the time goes). 56 px (16 image tokens)
+    # instead of 84 (36): a stage-1 step costs 1.9 s instead of 3.2-3.7 and a stage-2 step 6.2 s instead
+    # of 8; the 150 stage-1 steps are what stage 1 needs to learn colour and shape (60 or 100 steps, or
+    # batch 8, left the caption's colour word at chance).
     "default": Budget(
-        image_size=84,
+        image_size=56,
         limit_images=None,
         max_turns=1,
         caption_share=1 / 3,

@@ -25,7 +25,7 @@ from llava_vitsplit.assets.sources import sha256_file
 from llava_vitsplit.presets import train_recipe
 from llava_vitsplit.quickstart.budget import VARIANTS, Budget
 from llava_vitsplit.quickstart.easy_vqa_task import BLANK_IMAGE_NAME
-from llava_vitsplit.train.launch_env import KEEP_FREED_MEMORY, single_process_env
+from llava_vitsplit.train.launch_env import KEEP_FREED_MEMORY, plain_process_env
 from llava_vitsplit.util.cpu_precision import CPUPrecision, cpu_precision
 from llava_vitsplit.util.step_cache import StepCache
 
@@ -191,7 +191,7 @@ class Run:
         return {name: str(value) for name, value in env.items() if value is not None}
 
     def _train_env(self, stage: str) -> dict[str, str]:
-        env = {**os.environ, **single_process_env()}
+        env = plain_process_env(dict(os.environ))  # one process, no DDP wrapper
         env.update(
             NUM_GPUS="1",
             PRESET=PRESET,

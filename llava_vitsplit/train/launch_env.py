@@ -33,3 +33,18 @@ def single_process_env() -> dict[str, str]:
         "MASTER_PORT": str(free_port()),
         "LAUNCHER": f"{sys.executable} -m",
     }
+
+
+# The variables a launcher sets for a distributed run (torch.distributed's env:// rendezvous).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def plain_process_env(caller: dict[str, str]) -> dict[str, str]:
+    """``caller`` for one plain-PyTorch process (no DeepSpeed) launched with ``python -m``, without rank
+    variables. With ``RANK``/``WORLD_SIZE`` set, accelerate starts a gloo process group of one and the
+    Trainer wraps the model in DistributedDataParallel (``find_unused_parameters=True`` without gradient
+    checkpointing): a graph traversal and a copy of every gradient into DDP's buckets on each step, for
+    nothing to reduce."""
+    env = {name: value for name, value in caller.items() if name not in RANK_VARIABLES}
+    env["LAUNCHER"] = f"{sys.executable} -m"
+    return env
