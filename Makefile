@@ -57,7 +57,7 @@ QUICKSTART_ARGS ?=
 DEMO_MODEL ?= checkpoints/quickstart/checkpoint
 QS := $(VENV)/bin/llava-vitsplit quickstart --vision-tower $(VISION_TOWER) --language-model $(LLM)
 
-# Install, recover the pretrained parts, convert easy-vqa, train both stages, evaluate, report (~40 min on 2 cores).
+# Install, recover the pretrained parts, convert easy-vqa, train both stages, evaluate, report (~16 min on 2 AVX2 cores after the install).
 quickstart: $(ASSETS_STAMP)
 	$(QS) $(QUICKSTART_ARGS)
 

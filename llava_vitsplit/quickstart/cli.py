@@ -2,7 +2,7 @@
 
 Examples::
 
-    llava-vitsplit quickstart                                  # the default budget (~40 min on 2 cores)
+    llava-vitsplit quickstart                                  # the default budget (~16 min on 2 cores)
     llava-vitsplit quickstart --compare                        # + MLP projector and blind baseline
     llava-vitsplit quickstart --budget smoke --out /tmp/qs     # every step on a handful of samples
     llava-vitsplit quickstart --vision-tower facebook/dinov2-small \\
