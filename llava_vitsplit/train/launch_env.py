@@ -23,6 +23,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# ``LAUNCHER`` for one process started by this interpreter (``scripts/common.sh`` appends the module).
+PYTHON_MODULE_LAUNCHER = f"{sys.executable} -m"
+
+
 def single_process_env() -> dict[str, str]:
     """Rank 0 of a world of 1 on a fresh local port, launched with ``python -m``."""
     return {
@@ -31,7 +35,7 @@ def single_process_env() -> dict[str, str]:
         "WORLD_SIZE": "1",
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(free_port()),
-        "LAUNCHER": f"{sys.executable} -m",
+        "LAUNCHER": PYTHON_MODULE_LAUNCHER,
     }
 
 
@@ -46,5 +50,5 @@ def plain_process_env(caller: dict[str, str]) -> dict[str, str]:
     checkpointing): a graph traversal and a copy of every gradient into DDP's buckets on each step, for
     nothing to reduce."""
     env = {name: value for name, value in caller.items() if name not in RANK_VARIABLES}
-    env["LAUNCHER"] = f"{sys.executable} -m"
+    env["LAUNCHER"] = PYTHON_MODULE_LAUNCHER
     return env
