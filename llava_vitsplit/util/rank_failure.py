@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 FAILURE_KEY = "llava_vitsplit/failed_rank"
 EXIT_FAILED = 1
+STORE_TIMEOUT_S = 10.0  # the longest a store call of the watchdog can block
 T = TypeVar("T")
 
 
@@ -45,7 +46,7 @@ def launched_on_several_ranks() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ
 
 
-def connect_store(timeout_s: float = 10.0):
+def connect_store(timeout_s: float = STORE_TIMEOUT_S):
     """A client of the rendezvous store, or None outside a multi-process launch."""
     if not launched_on_several_ranks():
         return None
@@ -101,6 +102,17 @@ class FailureWatchdog(threading.Thread):
                         f"stopping: the rendezvous store is gone for {self.lost_store_seconds:.0f} s ({err})"
                     )
 
+    def stop(self) -> None:
+        """Let the thread end and wait for it (at most one store call, ``STORE_TIMEOUT_S``).
+
+        A daemon thread still inside a store call when the interpreter finalizes is ended by Python as it
+        takes the GIL back, inside torch's C++ frames: ``std::terminate`` ("terminate called without an
+        active exception"), and the rank exits with SIGABRT after a run that succeeded."""
+        self.finished.set()
+        self.join(timeout=STORE_TIMEOUT_S + self.poll_seconds)
+        if self.is_alive():
+            logger.warning("the failure watchdog is still inside a store call at exit")
+
     def _end_process(self, message: str) -> None:
         if self.finished.is_set():
             return
@@ -130,4 +142,4 @@ def stopping_every_rank_on_failure(run: Callable[[], T]) -> T:
         sys.stderr.flush()
         os._exit(EXIT_FAILED)  # no interpreter teardown: it can block on a process group with a dead peer
     finally:
-        watchdog.finished.set()
+        watchdog.stop()
