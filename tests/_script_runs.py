@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,14 @@ from llava_vitsplit.train.model_setup import BuildRecipe, build_from_recipe
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DATA = ROOT / "tests" / "data"  # the records and images shipped with the tests
 SEED = 0
+
+
+def torchrun_settings(ranks: int = 2) -> dict[str, str]:
+    """A script's settings for ``ranks`` CPU processes started by torchrun on a fresh port."""
+    launcher = (
+        f"{sys.executable} -m torch.distributed.run --nproc_per_node {ranks} --master_port {free_port()} -m"
+    )
+    return {"CPU_PROCESSES": str(ranks), "LAUNCHER": launcher}
 
 
 def script_env(parts, **overrides) -> dict[str, str]:

@@ -7,12 +7,11 @@ images (2 and 1 in stage 1)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from _script_runs import SHIPPED_DATA, free_port, losses, run_script, script_env
+from _script_runs import SHIPPED_DATA, losses, run_script, script_env, torchrun_settings
 from test_mixture import mixture, write_three_sources
 
 from llava_vitsplit.data.mixture import MIXTURE_REPORT
@@ -22,11 +21,9 @@ pytestmark = pytest.mark.e2e
 
 
 def two_ranks(parts, **settings) -> dict[str, str]:
-    torchrun = f"{sys.executable} -m torch.distributed.run --nproc_per_node 2 --master_port {free_port()} -m"
     return script_env(
         parts,
-        CPU_PROCESSES=2,
-        LAUNCHER=torchrun,
+        **torchrun_settings(2),
         DEEPSPEED_CONFIG="./scripts/zero3.json",
         GLOBAL_BATCH_SIZE=4,
         PER_DEVICE_BATCH_SIZE=2,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import torch
-from _script_runs import ROOT, SHIPPED_DATA, free_port, parts_and_stage1, stage2_settings
+from _script_runs import ROOT, SHIPPED_DATA, parts_and_stage1, stage2_settings, torchrun_settings
 from safetensors.torch import load_file
 
 from llava_vitsplit.train.faults import FAULT_ENV
@@ -44,8 +43,7 @@ def finetune(setup, name: str, *args: str, ranks: int = 2, **env) -> tuple[int, 
     out = setup["root"] / name
     settings = {"SAVE_STEPS": 2, "SAVE_TOTAL_LIMIT": 3, "PER_DEVICE_BATCH_SIZE": 2 // ranks, **env}
     if ranks > 1:
-        torchrun = f"{sys.executable} -m torch.distributed.run --nproc_per_node {ranks} --master_port {free_port()} -m"
-        settings.update(CPU_PROCESSES=ranks, LAUNCHER=torchrun)
+        settings.update(torchrun_settings(ranks))
     log = setup["root"] / f"{name}.txt"
     start = time.monotonic()
     with open(log, "w") as sink:

@@ -14,11 +14,10 @@ packing its two samples into one row, reproduce one unpacked process.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from _script_runs import SHIPPED_DATA, free_port, parts_and_stage1, run_script, stage2_settings
+from _script_runs import SHIPPED_DATA, parts_and_stage1, run_script, stage2_settings, torchrun_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -113,10 +112,7 @@ def test_zero3_resumed_before_a_text_only_step_continues_the_curve(setup, zero3)
 
 
 def two_cpu_ranks(setup, name: str, *args: str, **env) -> Path:
-    torchrun = f"{sys.executable} -m torch.distributed.run --nproc_per_node 2 --master_port {free_port()} -m"
-    return finetune(
-        setup, name, *args, CPU_PROCESSES=2, LAUNCHER=torchrun, **{"PER_DEVICE_BATCH_SIZE": 1, **env}
-    )
+    return finetune(setup, name, *args, **torchrun_settings(2), **{"PER_DEVICE_BATCH_SIZE": 1, **env})
 
 
 @pytest.fixture(scope="module")
