@@ -106,8 +106,8 @@ class FailureWatchdog(threading.Thread):
         """Let the thread end and wait for it (at most one store call, ``STORE_TIMEOUT_S``).
 
         A daemon thread still inside a store call when the interpreter finalizes is ended by Python as it
-        takes the GIL back, inside torch's C++ frames: ``std::terminate`` ("terminate called without an
-        active exception"), and the rank exits with SIGABRT after a run that succeeded."""
+        takes the GIL back, inside torch's C++ frames, which can abort the process (``std::terminate``)
+        after a run that succeeded."""
         self.finished.set()
         self.join(timeout=STORE_TIMEOUT_S + self.poll_seconds)
         if self.is_alive():
