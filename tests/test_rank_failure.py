@@ -72,7 +72,7 @@ class SlowStore:
 
 def test_a_finished_run_leaves_no_watchdog_inside_a_store_call(monkeypatch):
     """When the run returns, the watchdog thread has ended: a daemon thread still in a store call while
-    the interpreter finalizes aborts the process ("terminate called without an active exception")."""
+    the interpreter finalizes can abort the process (``std::terminate``)."""
     store = SlowStore()
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")

@@ -4,6 +4,7 @@ clear error where vLLM is missing, and the install's requirement list (run by pl
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,8 +93,6 @@ def test_vllm_requirements_drop_torch_and_add_the_project_pins():
 def test_vllm_install_stops_before_it_starts_on_a_full_disk(tmp_path):
     """``make vllm`` needs about 8 GB: with less free it says so and creates nothing (CI once filled its
     disk half-way through the install)."""
-    import subprocess
-
     venv = tmp_path / "venv-vllm"
     make = ["make", "-s", "-C", str(Path(__file__).resolve().parents[1]), "vllm", f"VLLM_VENV={venv}"]
     done = subprocess.run([*make, "VLLM_MIN_FREE_GB=1000000"], capture_output=True, text=True, timeout=60)
